@@ -1,0 +1,16 @@
+"""rqcluster: a Redis-brokered compute cluster for numpy-sized work, built on RQ."""
+
+from rqcluster.api import Cluster, JobHandle, Task
+from rqcluster.errors import (
+    ConfigError,
+    InputError,
+    JobFailed,
+    JobTimeout,
+    NoSuchJob,
+    RQClusterError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["Cluster", "ConfigError", "InputError", "JobFailed", "JobHandle", "JobTimeout",
+           "NoSuchJob", "RQClusterError", "Task", "__version__"]

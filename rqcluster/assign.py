@@ -1,0 +1,151 @@
+"""master-assign: take submitted jobs, split them into units, place units on slave queues.
+
+A job is taken with BLMOVE onto this node's own ``assigning`` list, so a master-assign
+killed mid-split finds it there on restart. Placement is one MULTI/EXEC that writes every
+unit record, every RQ job on every slave queue and the job's new state together: a job is
+placed wholly or not at all, and never twice (the transaction WATCHes the job record).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from rqcluster import keys, liveness
+from rqcluster.config import ClusterConfig
+from rqcluster.errors import RQClusterError
+from rqcluster.jobs import end_job, get_record
+from rqcluster.kinds import get_kind
+from rqcluster.models import JobRecord, JobState, UnitRecord
+
+log = logging.getLogger("rqcluster.assign")
+
+RUN_UNIT = "rqcluster.execute.run_unit"
+NO_LIVE_SLAVE = "no live slave: waiting for a slave to start"
+
+
+class Assigner:
+    """The master-assign loop, one ``step`` at a time."""
+
+    def __init__(self, conn: redis.Redis, config: ClusterConfig, node: str) -> None:
+        self.conn = conn
+        self.config = config
+        self.node = node
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, slave: str) -> Queue:
+        if slave not in self._queues:
+            self._queues[slave] = Queue(keys.slave_queue(slave), connection=self.conn,
+                                        serializer=JSONSerializer)
+        return self._queues[slave]
+
+    def recover(self) -> int:
+        """Place the jobs this node had taken when it last stopped; returns how many."""
+        pending = [j.decode() for j in self.conn.lrange(keys.assigning(self.node), 0, -1)]
+        for job_id in pending:
+            self.assign(job_id)
+        return len(pending)
+
+    def step(self, timeout: float = 1.0) -> str | None:
+        """Take one submitted job (waiting up to ``timeout`` s) and place it."""
+        raw = self.conn.blmove(keys.SUBMITTED, keys.assigning(self.node), timeout,
+                               "LEFT", "RIGHT")
+        if raw is None:
+            return None
+        job_id = raw.decode()
+        self.assign(job_id)
+        return job_id
+
+    def assign(self, job_id: str) -> bool:
+        """Split and place one job; True if placed, False if skipped or put back."""
+        mine = keys.assigning(self.node)
+        try:
+            record = get_record(self.conn, job_id)
+        except RQClusterError:
+            self.conn.lrem(mine, 0, job_id)  # expired or corrupt: nothing to place
+            return False
+        if record.state is not JobState.SUBMITTED:
+            self.conn.lrem(mine, 0, job_id)
+            return False
+        shares = liveness.live_slaves(self.conn, self.config)
+        if not shares:
+            self._put_back(record)
+            return False
+        try:
+            units = get_kind(record.kind).split(record.params, shares,
+                                                self.config.options.units_per_slave)
+        except Exception as e:  # noqa: BLE001 - a bad job must fail, not kill the master
+            log.exception("cannot split job %s", job_id)
+            end_job(self.conn, job_id, JobState.FAILED,
+                    {"message": f"split failed: {type(e).__name__}: {e}"},
+                    self.config.options.result_ttl)
+            self.conn.lrem(mine, 0, job_id)
+            return False
+        return self._place(record, [UnitRecord(u.index, u.slave, u.spec) for u in units])
+
+    def _put_back(self, record: JobRecord) -> None:
+        pipe = self.conn.pipeline(transaction=True)
+        pipe.hset(keys.job(record.id), "waiting", NO_LIVE_SLAVE)
+        pipe.lrem(keys.assigning(self.node), 0, record.id)
+        pipe.lpush(keys.SUBMITTED, record.id)
+        pipe.execute()
+        if record.waiting != NO_LIVE_SLAVE:
+            log.warning("job %s: %s", record.id, NO_LIVE_SLAVE)
+
+    def _place(self, record: JobRecord, units: list[UnitRecord]) -> bool:
+        by_slave: dict[str, list[UnitRecord]] = {}
+        for u in units:
+            by_slave.setdefault(u.slave, []).append(u)
+        for slave in by_slave:
+            self.queue(slave).get_redis_server_version()  # cached; keeps reads out of MULTI
+        job_key = keys.job(record.id)
+        with self.conn.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(job_key)
+                if pipe.hget(job_key, "state") != JobState.SUBMITTED.value.encode():
+                    pipe.unwatch()
+                    self.conn.lrem(keys.assigning(self.node), 0, record.id)
+                    return False
+                pipe.multi()
+                pipe.hset(keys.units(record.id),
+                          mapping={str(u.index): u.encode() for u in units})
+                for slave, mine in by_slave.items():
+                    queue = self.queue(slave)
+                    queue.enqueue_many([self._rq_job(queue, record, u) for u in mine],
+                                       pipeline=pipe)
+                pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
+                                            "total": len(units), "remaining": len(units),
+                                            "started": repr(time.time())})
+                pipe.hdel(job_key, "waiting")
+                pipe.lrem(keys.assigning(self.node), 0, record.id)
+                pipe.execute()
+            except redis.WatchError:
+                return self.assign(record.id)  # cancelled meanwhile: re-read and decide
+        log.info("job %s: %s placed as %d units (%s)", record.id, record.description,
+                 len(units), ", ".join(f"{s}: {len(u)}" for s, u in by_slave.items()))
+        return True
+
+    def _rq_job(self, queue: Queue, record: JobRecord, unit: UnitRecord):  # type: ignore[no-untyped-def]
+        return queue.prepare_data(
+            RUN_UNIT, args=(record.id, unit.index), job_id=keys.rq_job_id(record.id, unit.index),
+            timeout=self.config.options.unit_timeout, result_ttl=0, failure_ttl=86400,
+            description=f"{record.kind} job {record.id} unit {unit.index}")
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; survives Redis restarts (retries with backoff)."""
+        recovered = self.recover()
+        if recovered:
+            log.info("recovered %d job(s) taken before a restart", recovered)
+        while not stop.is_set():
+            try:
+                job_id = self.step(timeout=1.0)
+                if job_id is not None and self.conn.hexists(keys.job(job_id), "waiting"):
+                    stop.wait(0.5)  # nobody to run it yet: do not spin
+            except redis.ConnectionError as e:
+                log.warning("lost Redis (%s); retrying", e)
+                stop.wait(1.0)

@@ -1,0 +1,402 @@
+"""The ``rqcluster`` command line: parse, call one library function, print.
+
+Every error the library raises on purpose becomes one line on stderr and the exit status
+its class names (2 bad usage/config/input, 1 job failed, 3 timed out), here and only here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from functools import update_wrapper
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import redis
+
+from rqcluster import jobs
+from rqcluster.config import ClusterConfig, config_path, load_config
+from rqcluster.connection import connect
+from rqcluster.errors import InputError, RQClusterError
+from rqcluster.jobs import JobStatus
+from rqcluster.models import JobRecord, JobState
+from rqcluster.npyfile import save_npy
+from rqcluster.progress import ProgressReporter
+
+SMALL_ARRAY = 10_000
+
+
+class CliContext:
+    """Shared state of one invocation: the config path, loaded and connected lazily."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = config_path(path)
+        self._config: ClusterConfig | None = None
+        self._conn: redis.Redis | None = None
+
+    @property
+    def config(self) -> ClusterConfig:
+        if self._config is None:
+            self._config = load_config(self.path)
+        return self._config
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            self._conn = connect(self.config.redis)
+        return self._conn
+
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+class RQClusterGroup(click.Group):
+    """A click group that turns rqcluster's errors into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RQClusterError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except redis.ConnectionError as e:
+            click.echo(f"error: lost the connection to Redis: {e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=RQClusterGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config", envvar="RQCLUSTER_CONFIG", metavar="PATH",
+              help="Cluster config file [env RQCLUSTER_CONFIG; default config/local.json].")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the nodes and jobs do.")
+@click.version_option(package_name="rqcluster")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
+    """rqcluster: spread numpy-sized work over the machines you have, through Redis.
+
+    \b
+    A master splits each job into units, puts them on per-slave RQ queues sized by each
+    slave's performance, slaves run plain `rq worker`, and a combiner folds the partials.
+    Quick start:  rqcluster demo
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx.obj = CliContext(config)
+
+
+# --- config, broker, nodes -----------------------------------------------------------------
+
+@cli.command("check-config")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_ctx
+def check_config(ctx: CliContext, as_json: bool) -> None:
+    """Validate the config and summarise the cluster it describes."""
+    cfg = ctx.config
+    summary = {
+        "config": str(cfg.path),
+        "master-assign": vars(cfg.master_assign), "master-combine": vars(cfg.master_combine),
+        "slaves": [{"name": s.name, "ip": s.ip, "performance": s.performance,
+                    "share": round(s.performance / sum(x.performance for x in cfg.slaves), 4)}
+                   for s in cfg.slaves],
+        "redis": {"url": cfg.redis.url, "loopback": cfg.redis.is_loopback(),
+                  "password": "set" if cfg.redis.password() else "none"},
+        "options": {k.replace("_", "-"): v for k, v in vars(cfg.options).items()},
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{cfg.path}: OK")
+    click.echo(f"  master-assign   {cfg.master_assign.name} ({cfg.master_assign.ip})")
+    click.echo(f"  master-combine  {cfg.master_combine.name} ({cfg.master_combine.ip})")
+    click.echo(f"  slaves          {len(cfg.slaves)}")
+    for s in summary["slaves"]:
+        click.echo(f"    {s['name']:<16} {s['ip']:<15} performance {s['performance']:g} "
+                   f"({100 * s['share']:.0f}% of each job)")
+    pw = summary["redis"]["password"]
+    click.echo(f"  redis           {cfg.redis.url} (password: {pw})")
+
+
+@cli.command()
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory for the AOF [default: per port under ~/.local/share].")
+@pass_ctx
+def broker(ctx: CliContext, data_dir: Path | None) -> None:
+    """Run the embedded redis-server for the config's (loopback) Redis URL, in the
+    foreground, with AOF on. Stops cleanly on Ctrl-C or SIGTERM."""
+    from rqcluster.broker import run_foreground
+    cfg = ctx.config
+    click.echo(f"broker: redis-server for {cfg.redis.url} (Ctrl-C to stop)", err=True)
+    sys.exit(run_foreground(cfg.redis.url, data_dir, cfg.redis.password()))
+
+
+@cli.command()
+@click.option("--mode", required=True, type=click.Choice(["assign-reduce", "assign", "reduce",
+                                                          "slave"]),
+              help="assign-reduce: split and combine; assign / reduce: one of the two; "
+                   "slave: run `rq worker` on this slave's queue.")
+@click.option("--name", envvar="RQCLUSTER_NODE",
+              help="This node's name in the config [env RQCLUSTER_NODE; default: the node "
+                   "matching this host].")
+@pass_ctx
+def node(ctx: CliContext, mode: str, name: str | None) -> None:
+    """Run this machine's node in one of the four modes, until Ctrl-C or SIGTERM."""
+    from rqcluster.node import run_node
+    cfg = ctx.config
+    logging.getLogger().setLevel(logging.INFO)
+    sys.exit(run_node(cfg, mode, cfg.this_node(name)))
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every `enqueue KIND` shares, added once."""
+    f = click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+                     help="With --wait: give up waiting after this long (exit 3; the job "
+                          "goes on).")(f)
+    f = click.option("--json", "as_json", is_flag=True,
+                     help="Print the outcome as one JSON document.")(f)
+    f = click.option("--wait", is_flag=True,
+                     help="Wait for the result (progress on stderr) instead of printing "
+                          "the job id.")(f)
+    return f
+
+
+@cli.group()
+def enqueue() -> None:
+    """Submit a job. Prints the job id; with --wait, the result."""
+
+
+@enqueue.command("matmul")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write C to this .npy file (implies --wait).")
+@wait_options
+@pass_ctx
+def enqueue_matmul(ctx: CliContext, a: Path, b: Path, output: Path | None, **wait: Any) -> None:
+    """C = A @ B for two .npy files, split into row blocks of A."""
+    _check_output(output)
+    _submit_and_report(ctx, "matmul", {"a": a, "b": b}, output, **wait)
+
+
+@enqueue.command("montecarlo")
+@click.option("--samples", required=True, type=int, metavar="N", help="Random points to draw.")
+@click.option("--seed", type=int, help="Seed (default: random, printed with the result).")
+@click.option("--unit-samples", type=int, metavar="N",
+              help="Points per unit (default 4,194,304; independent of the cluster).")
+@wait_options
+@pass_ctx
+def enqueue_montecarlo(ctx: CliContext, samples: int, seed: int | None,
+                       unit_samples: int | None, **wait: Any) -> None:
+    """Estimate pi from N random points; the same seed gives the same answer anywhere."""
+    _submit_and_report(ctx, "montecarlo", {"samples": samples, "seed": seed,
+                                           "unit_samples": unit_samples}, None, **wait)
+
+
+@enqueue.command("map")
+@click.argument("function", metavar="MODULE:FUNCTION")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--reduce", "reduce_", default="list", show_default=True,
+              metavar="sum|list|MODULE:FUNCTION", help="How to combine the results.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write an array result to this .npy file (implies --wait).")
+@wait_options
+@pass_ctx
+def enqueue_map(ctx: CliContext, function: str, input_path: Path, reduce_: str,
+                output: Path | None, **wait: Any) -> None:
+    """Apply MODULE:FUNCTION to every item of INPUT (.jsonl lines or .npy rows).
+
+    The function is shipped by value: slaves need none of your code installed."""
+    _check_output(output)
+    _submit_and_report(ctx, "map", {"function": function, "items": input_path,
+                                    "reduce": reduce_}, output, **wait)
+
+
+def _check_output(output: Path | None) -> None:
+    if output is not None:
+        if output.suffix != ".npy":
+            raise InputError(f"-o: {output} must end in .npy")
+        if not output.parent.exists():
+            raise InputError(f"-o: directory {output.parent} does not exist")
+
+
+def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
+                       output: Path | None, wait: bool, as_json: bool,
+                       timeout: float | None) -> None:
+    from rqcluster.enqueue import submit
+    ctx.config  # noqa: B018 - a bad config is refused before the inputs are read
+    job_id = submit(ctx.conn, kind, **params)
+    if not wait and output is None:
+        click.echo(json.dumps({"job": job_id}) if as_json else job_id)
+        return
+    if not as_json:
+        click.echo(f"submitted job {job_id}", err=True)
+    _wait_and_show(ctx, job_id, output, as_json, timeout)
+
+
+def _wait_and_show(ctx: CliContext, job_id: str, output: Path | None, as_json: bool,
+                   timeout: float | None) -> None:
+    reporter = ProgressReporter()
+    try:
+        record = jobs.wait(ctx.conn, job_id, timeout, on_progress=reporter)
+    finally:
+        reporter.close()
+    _show_result(ctx, record, output, as_json)
+
+
+def _show_result(ctx: CliContext, record: JobRecord, output: Path | None,
+                 as_json: bool) -> None:
+    elapsed = (record.finished or time.time()) - record.submitted
+    if record.state is not JobState.DONE:
+        if as_json:
+            click.echo(json.dumps({"job": record.id, "state": record.state.value,
+                                   "error": record.error, "elapsed": elapsed}))
+        jobs.raise_for_state(record)
+    value = jobs.get_result(ctx.conn, record.id)
+    if isinstance(value, np.ndarray) and output is not None:
+        save_npy(output, value)
+    if as_json:
+        click.echo(json.dumps({"job": record.id, "state": "done", "elapsed": round(elapsed, 6),
+                               "params": record.params, "result": _jsonable(value, output)}))
+        return
+    if isinstance(value, np.ndarray):
+        if output is not None:
+            click.echo(f"wrote {output} ({_shape(value)} {value.dtype})", err=True)
+            click.echo(str(output))
+        else:
+            click.echo(np.array2string(value, threshold=64))
+            click.echo(f"({_shape(value)} {value.dtype}; use -o FILE.npy to save it)", err=True)
+    elif isinstance(value, float | int | str):
+        click.echo(value)
+    else:
+        click.echo(json.dumps(_jsonable(value, None)))
+    click.echo(f"job {record.id} done in {elapsed:.2f} s", err=True)
+
+
+def _shape(arr: np.ndarray) -> str:
+    return "x".join(str(n) for n in arr.shape) or "scalar"
+
+
+def _jsonable(value: Any, output: Path | None) -> Any:
+    if isinstance(value, np.ndarray):
+        doc: dict[str, Any] = {"shape": list(value.shape), "dtype": str(value.dtype)}
+        if output is not None:
+            doc["file"] = str(output)
+        elif value.size <= SMALL_ARRAY:
+            doc["data"] = value.tolist()
+        return doc
+    if isinstance(value, list):
+        return [_jsonable(v, None) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v, None) for k, v in value.items()}
+    if isinstance(value, complex):
+        return [value.real, value.imag]
+    return value
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--limit", default=20, show_default=True, help="Jobs to list without JOB.")
+@pass_ctx
+def status(ctx: CliContext, job_id: str | None, as_json: bool, limit: int) -> None:
+    """Show one job (state, units done/total, per-slave counts, error) or the recent jobs."""
+    if job_id is None:
+        records = jobs.list_jobs(ctx.conn, limit)
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in records]))
+            return
+        if not records:
+            click.echo("no jobs yet")
+        for r in records:
+            units = f"{r.done_units}/{r.total}" if r.total is not None else "-"
+            click.echo(f"{r.id}  {r.state.value:<9} {units:>11}  {_when(r.submitted)}  "
+                       f"{r.description}")
+        return
+    st = jobs.get_status(ctx.conn, job_id)
+    if as_json:
+        click.echo(json.dumps(st.to_dict()))
+        return
+    _print_status(st)
+
+
+def _when(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_status(st: JobStatus) -> None:
+    r = st.record
+    click.echo(f"job {r.id}  {r.description}")
+    units = f"{r.done_units}/{r.total} units" if r.total is not None else "not placed yet"
+    click.echo(f"  state      {r.state.value}  {units}")
+    if r.waiting:
+        click.echo(f"  waiting    {r.waiting}")
+    end = r.finished or time.time()
+    click.echo(f"  submitted  {_when(r.submitted)}  ({end - r.submitted:.2f} s "
+               f"{'in all' if r.finished else 'so far'})")
+    if st.per_slave:
+        click.echo("  slaves     " + ", ".join(f"{s}: {n}" for s, n in st.per_slave.items()))
+    if r.error:
+        click.echo(f"  error      {jobs.format_error(r)}")
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write an array result to this .npy file.")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="With --wait: give up after this long (exit 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def result(ctx: CliContext, job_id: str, output: Path | None, wait: bool,
+           timeout: float | None, as_json: bool) -> None:
+    """Print (or save with -o) a job's result; exit 1 if it failed."""
+    _check_output(output)
+    if wait:
+        _wait_and_show(ctx, job_id, output, as_json, timeout)
+        return
+    record = jobs.get_record(ctx.conn, job_id)
+    if not record.state.terminal:
+        raise InputError(f"job {job_id} is {record.state.value} ({record.done_units}/"
+                         f"{record.total or '?'} units); use --wait to wait for it")
+    _show_result(ctx, record, output, as_json)
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+@pass_ctx
+def cancel(ctx: CliContext, job_id: str) -> None:
+    """Cancel a job: its queued units are skipped, its result is never stored."""
+    if jobs.cancel(ctx.conn, job_id, ctx.config.options.result_ttl):
+        click.echo(f"cancelled job {job_id}")
+    else:
+        record = jobs.get_record(ctx.conn, job_id)
+        click.echo(f"job {job_id} had already ended ({record.state.value})")
+
+
+@cli.command()
+@click.option("--size", default=2048, show_default=True, help="Matrix side of the matmul.")
+@click.option("--samples", default=100_000_000, show_default=True,
+              help="Monte Carlo points.")
+@click.option("--keep-running", is_flag=True,
+              help="Leave the cluster up after the jobs (Ctrl-C stops it).")
+@pass_ctx
+def demo(ctx: CliContext, size: int, samples: int, keep_running: bool) -> None:
+    """Start a Redis, a master and the config's slaves on this machine, run a matmul and
+    a Monte Carlo pi job, check them against numpy, and stop everything it started."""
+    from rqcluster.demo import run_demo
+    sys.exit(run_demo(ctx.path, size=size, samples=samples, keep_running=keep_running,
+                      say=lambda line: click.echo(line)))
+
+
+def main() -> None:
+    cli(prog_name="rqcluster")

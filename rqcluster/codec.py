@@ -1,0 +1,125 @@
+"""Encoding of values that cross Redis as data (partials and results): never pickle.
+
+A value is a tree of JSON types (None, bool, int, float, str, list, dict with str keys)
+whose leaves may also be numpy arrays or numpy scalars. Arrays travel as their raw bytes
+plus dtype and shape, after one small JSON header; decoding is ``numpy.frombuffer``, so
+nothing on the receiving side can be made to run code by a crafted value.
+
+Layout: ``b"RQCV" | version (1 byte) | header length (4 bytes, big-endian) | header JSON |
+array buffers back to back``; header = ``{"v": tree, "a": [[dtype, shape], ...]}`` where an
+array leaf in the tree is ``{"\\u0000nd": index}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from rqcluster.errors import DecodeError, InputError
+
+MAGIC = b"RQCV"
+VERSION = 1
+ARRAY_TAG = "\x00nd"
+# Plain numeric data only: bool, signed/unsigned int, float, complex. Object, string,
+# void (structured) and datetime dtypes are refused on both sides.
+NUMERIC_KINDS = frozenset("biufc")
+
+
+def check_numeric_dtype(dtype: np.dtype[Any], what: str) -> None:
+    """Refuse anything but plain numeric/bool dtypes, naming ``what`` in the message."""
+    if dtype.kind not in NUMERIC_KINDS or dtype.hasobject:
+        raise InputError(f"{what}: dtype {dtype} is not supported; use a numeric or bool "
+                         "dtype (int, uint, float, complex, bool)")
+
+
+def encode(value: Any) -> bytes:
+    """Encode a value; InputError naming the first unsupported object otherwise."""
+    return b"".join(encode_parts(value))
+
+
+def encode_parts(value: Any) -> list[bytes | memoryview]:
+    """Like ``encode`` but leaves array buffers uncopied, for writers that take parts."""
+    arrays: list[np.ndarray] = []
+    tree = _to_tree(value, arrays, "value")
+    header = json.dumps({"v": tree, "a": [[a.dtype.str, list(a.shape)] for a in arrays]},
+                        separators=(",", ":")).encode()
+    parts: list[bytes | memoryview] = [MAGIC, struct.pack(">BI", VERSION, len(header)), header]
+    parts += [memoryview(a).cast("B") if a.size else b"" for a in arrays]
+    return parts
+
+
+def _to_tree(value: Any, arrays: list[np.ndarray], where: str) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"\x00f": repr(value)}
+    if isinstance(value, np.ndarray):
+        check_numeric_dtype(value.dtype, where)
+        arrays.append(np.ascontiguousarray(value))
+        return {ARRAY_TAG: len(arrays) - 1}
+    if isinstance(value, np.generic):
+        return _to_tree(np.asarray(value), arrays, where) if value.dtype.kind == "c" \
+            else _to_tree(value.item(), arrays, where)
+    if isinstance(value, list | tuple):
+        return [_to_tree(v, arrays, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InputError(f"{where}: dict keys must be strings, got {type(k).__name__} "
+                                 f"key {k!r}")
+            out[k] = _to_tree(v, arrays, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, complex):
+        return _to_tree(np.complex128(value), arrays, where)
+    raise InputError(f"{where}: cannot send a {type(value).__module__}.{type(value).__qualname__}"
+                     " between nodes; return numbers, strings, lists, dicts or numpy arrays")
+
+
+def decode(data: bytes | memoryview) -> Any:
+    """Decode bytes made by ``encode``; DecodeError if they are anything else."""
+    view = memoryview(data)
+    try:
+        if bytes(view[:4]) != MAGIC:
+            raise ValueError("not an rqcluster value (bad magic)")
+        version, hlen = struct.unpack(">BI", view[4:9])
+        if version != VERSION:
+            raise ValueError(f"value format version {version}, this rqcluster reads {VERSION}")
+        header = json.loads(bytes(view[9:9 + hlen]))
+        offset = 9 + hlen
+        arrays = []
+        for dtype_str, shape in header["a"]:
+            dtype = np.dtype(dtype_str)
+            check_numeric_dtype(dtype, "decoded array")
+            count = math.prod(shape)
+            nbytes = count * dtype.itemsize
+            if offset + nbytes > len(view):
+                raise ValueError("truncated array data")
+            arr = np.frombuffer(view, dtype=dtype, count=count, offset=offset).reshape(shape)
+            arrays.append(arr)
+            offset += nbytes
+        if offset != len(view):
+            raise ValueError(f"{len(view) - offset} trailing bytes")
+        return _from_tree(header["v"], arrays)
+    except DecodeError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, InputError) as e:
+        raise DecodeError(f"cannot decode value: {e}") from e
+
+
+def _from_tree(tree: Any, arrays: list[np.ndarray]) -> Any:
+    if isinstance(tree, list):
+        return [_from_tree(v, arrays) for v in tree]
+    if isinstance(tree, dict):
+        if len(tree) == 1 and ARRAY_TAG in tree:
+            return arrays[tree[ARRAY_TAG]]
+        if len(tree) == 1 and "\x00f" in tree:
+            return float(tree["\x00f"])
+        return {k: _from_tree(v, arrays) for k, v in tree.items()}
+    return tree

@@ -1,0 +1,68 @@
+"""Submitting a job: validate everything, then write it to Redis in one transaction.
+
+Everything that can be refused is refused before the first write (``kind.prepare``
+reads and checks the files, shapes, dtypes and functions). The job record, its inputs,
+its index entry and its place on the submitted list then go in one MULTI/EXEC: a job is
+either wholly in Redis or not at all.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import numpy as np
+import redis
+
+from rqcluster import keys, store
+from rqcluster.errors import InputError
+from rqcluster.kinds import Function, Items, get_kind
+from rqcluster.models import JobRecord, JobState
+
+# Largest job (inputs) accepted in one submission; Redis must hold it all in memory.
+MAX_SUBMIT_BYTES = 8 * 1024**3
+
+
+def new_job_id() -> str:
+    """A short, unique, time-ordered id: 8 hex digits of seconds + 6 random."""
+    return f"{int(time.time()):08x}{secrets.token_hex(3)}"
+
+
+def input_size(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, Items):
+        return sum(len(line) for line in value.lines) + 8 * (len(value.lines) + 1)
+    if isinstance(value, Function):
+        return len(value.blob)
+    raise TypeError(f"unknown input type {type(value).__name__}")
+
+
+def submit(conn: redis.Redis, kind_name: str, **params: Any) -> str:
+    """Validate a job and write it; returns its id. Nothing is written if it is refused."""
+    kind = get_kind(kind_name)
+    prepared = kind.prepare(**params)
+    size = sum(input_size(v) for v in prepared.inputs.values())
+    if size > MAX_SUBMIT_BYTES:
+        raise InputError(f"{kind_name}: inputs are {size / 1024**3:.1f} GiB, more than the "
+                         f"{MAX_SUBMIT_BYTES / 1024**3:.0f} GiB one job may hold in Redis")
+    job_id = new_job_id()
+    now = time.time()
+    record = JobRecord(id=job_id, kind=kind_name, state=JobState.SUBMITTED,
+                       params=prepared.params, description=kind.describe(prepared.params),
+                       submitted=now, inputs=tuple(prepared.inputs))
+    pipe = conn.pipeline(transaction=True)
+    for name, value in prepared.inputs.items():
+        base = keys.job_input(job_id, name)
+        if isinstance(value, np.ndarray):
+            store.put_array(pipe, base, value)
+        elif isinstance(value, Items):
+            store.put_items(pipe, base, value.lines)
+        else:
+            store.put_blob(pipe, base, value.blob)
+    pipe.hset(keys.job(job_id), mapping=record.encode())
+    pipe.zadd(keys.JOBS_INDEX, {job_id: now})
+    pipe.rpush(keys.SUBMITTED, job_id)
+    pipe.execute()
+    return job_id

@@ -1,0 +1,87 @@
+"""The slave side of a unit: what `rq worker` runs for every RQ job rqcluster enqueues.
+
+``run_unit(job_id, unit)`` is the RQ job function. It reads the unit, runs the kind's
+``process`` on the job's inputs, and finishes with the completion script: mark the unit
+done (first time only), decrement the job's counter, append the partial to the results
+stream. An exception in user code fails the whole job with the remote traceback; units
+of a job that has ended are skipped without running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from rqcluster import codec, jobdata, keys
+from rqcluster.config import Options
+from rqcluster.errors import RQClusterError
+from rqcluster.jobs import end_job
+from rqcluster.kinds import get_kind
+from rqcluster.models import JobState, UnitRecord
+from rqcluster.scripts import COMPLETE_UNIT
+
+log = logging.getLogger("rqcluster.execute")
+
+QUEUE_PREFIX = keys.slave_queue("")
+_options = Options()
+
+
+def configure(options: Options) -> None:
+    """Use the cluster's options (set by the slave worker at start)."""
+    global _options
+    _options = options
+
+
+def run_unit(job_id: str, unit: int) -> str:
+    """Run one unit of a job on this slave; returns what happened, for RQ's log."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_unit must run inside an RQ worker")
+    slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
+    return execute_unit(job.connection, job_id, unit, slave)
+
+
+def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
+    """The body of ``run_unit``, callable without RQ (tests, benchmarks)."""
+    pipe = conn.pipeline(transaction=False)
+    pipe.hmget(keys.job(job_id), "state", "kind", "params")
+    pipe.hget(keys.units(job_id), str(index))
+    (state, kind_name, params_raw), unit_raw = pipe.execute()
+    if state != JobState.RUNNING.value.encode() or unit_raw is None:
+        jobdata.forget(job_id)
+        return f"skipped: job {job_id} is {(state or b'gone').decode()}"
+    unit = UnitRecord.decode(unit_raw)
+    started = time.perf_counter()
+    try:
+        kind = get_kind(kind_name.decode())
+        value = kind.process(unit.spec, json.loads(params_raw), jobdata.JobInputs(conn, job_id))
+        partial = codec.encode(value)
+    except Exception as e:  # noqa: BLE001 - user code may raise anything; report it
+        return _fail(conn, job_id, index, slave, e)
+    took = time.perf_counter() - started
+    remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.done_units(job_id),
+                          keys.slave_counts(job_id), keys.RESULTS_STREAM,
+                          job_id, index, slave, partial, f"{took:.6f}")
+    if remaining == -2:
+        return f"duplicate: unit {index} of job {job_id} was already done"
+    if remaining == -1:
+        return f"skipped: job {job_id} ended while unit {index} ran"
+    return f"done: unit {index} of job {job_id} in {took:.3f} s, {remaining} left"
+
+
+def _fail(conn: redis.Redis, job_id: str, index: int, slave: str, exc: Exception) -> str:
+    if conn.hget(keys.job(job_id), "state") != JobState.RUNNING.value.encode():
+        return f"skipped: job {job_id} ended while unit {index} ran"
+    message = str(exc) if isinstance(exc, RQClusterError) else f"{type(exc).__name__}: {exc}"
+    error: dict[str, Any] = {"unit": index, "slave": slave, "message": message,
+                             "traceback": traceback.format_exc()}
+    if end_job(conn, job_id, JobState.FAILED, error, _options.result_ttl):
+        log.error("job %s failed in unit %d: %s", job_id, index, message)
+    jobdata.forget(job_id)
+    return f"failed: unit {index} of job {job_id}: {message}"

@@ -1,0 +1,61 @@
+"""A job's stored inputs, as a slave or combiner sees them (the ``Inputs`` of a kind).
+
+Whole arrays and functions are cached per process for the job (so B of a matmul is
+fetched once per slave, not once per unit); row ranges are read fresh, since each unit
+wants different rows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import redis
+
+from rqcluster import keys, store
+from rqcluster.functions import unpack_function
+
+_CACHE_ENTRIES = 6
+_cache: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+
+def _cached(key: tuple[str, str, str], load: Callable[[], Any]) -> Any:
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    value = load()
+    _cache[key] = value
+    while len(_cache) > _CACHE_ENTRIES:
+        _cache.popitem(last=False)
+    return value
+
+
+def forget(job_id: str) -> None:
+    """Drop a finished job's cached inputs."""
+    for key in [k for k in _cache if k[0] == job_id]:
+        del _cache[key]
+
+
+class JobInputs:
+    """Read access to one job's inputs in Redis."""
+
+    def __init__(self, conn: redis.Redis, job_id: str) -> None:
+        self.conn = conn
+        self.job_id = job_id
+
+    def array(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+        base = keys.job_input(self.job_id, name)
+        if rows is None:
+            return _cached((self.job_id, "array", name),  # type: ignore[no-any-return]
+                           lambda: store.get_array(self.conn, base))
+        return store.get_array(self.conn, base, rows=rows)
+
+    def items(self, name: str, start: int, stop: int) -> list[Any]:
+        return store.get_items(self.conn, keys.job_input(self.job_id, name), start, stop)
+
+    def function(self, name: str) -> Callable[..., Any]:
+        base = keys.job_input(self.job_id, name)
+        return _cached((self.job_id, "function", name),  # type: ignore[no-any-return]
+                       lambda: unpack_function(store.get_blob(self.conn, base)))

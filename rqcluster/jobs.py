@@ -1,0 +1,146 @@
+"""Reading and ending jobs: status, progress, waiting, results, cancel, clean-up.
+
+Shared by the CLI, the Python API, the combiner and the slaves; every function takes a
+Redis client and a job id and never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from rqcluster import codec, keys, store
+from rqcluster.errors import JobFailed, JobTimeout, NoSuchJob
+from rqcluster.models import JobRecord, JobState
+from rqcluster.scripts import END_JOB
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's record plus how its units are spread over the slaves."""
+
+    record: JobRecord
+    per_slave: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.record.to_dict(), "per_slave": self.per_slave}
+
+
+def get_record(conn: redis.Redis, job_id: str) -> JobRecord:
+    raw = conn.hgetall(keys.job(job_id))
+    if not raw:
+        raise NoSuchJob(f"no job {job_id!r} (never submitted, or expired)")
+    return JobRecord.decode(raw)
+
+
+def get_status(conn: redis.Redis, job_id: str) -> JobStatus:
+    pipe = conn.pipeline(transaction=False)
+    pipe.hgetall(keys.job(job_id))
+    pipe.hgetall(keys.slave_counts(job_id))
+    raw, counts = pipe.execute()
+    if not raw:
+        raise NoSuchJob(f"no job {job_id!r} (never submitted, or expired)")
+    per_slave = {k.decode(): int(v) for k, v in sorted(counts.items())}
+    return JobStatus(JobRecord.decode(raw), per_slave)
+
+
+def list_jobs(conn: redis.Redis, limit: int = 20) -> list[JobRecord]:
+    """The most recent jobs, newest first (jobs whose records expired are skipped)."""
+    ids = [i.decode() for i in conn.zrevrange(keys.JOBS_INDEX, 0, limit - 1)]
+    pipe = conn.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(keys.job(job_id))
+    return [JobRecord.decode(raw) for raw in pipe.execute() if raw]
+
+
+def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
+         on_progress: Callable[[JobRecord], None] | None = None,
+         poll: float = 0.05) -> JobRecord:
+    """Block until the job ends; JobTimeout after ``timeout`` seconds (the job goes on).
+
+    Polls the job record with a gently growing interval (it is one small HGETALL), and
+    calls ``on_progress`` whenever the record changes.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: JobRecord | None = None
+    interval = poll
+    while True:
+        record = get_record(conn, job_id)
+        if on_progress is not None and record != last:
+            on_progress(record)
+        if record.state.terminal:
+            return record
+        if record != last:
+            interval = poll
+        last = record
+        if deadline is not None and time.monotonic() >= deadline:
+            raise JobTimeout(f"job {job_id} still {record.state.value} after {timeout:g} s "
+                             f"({record.done_units}/{record.total or '?'} units); it keeps "
+                             f"running: `rqcluster status {job_id}`")
+        pause = interval if deadline is None else min(interval, max(0.0, deadline -
+                                                                     time.monotonic()))
+        time.sleep(pause)
+        interval = min(interval * 1.5, 0.5)
+
+
+def raise_for_state(record: JobRecord) -> None:
+    """JobFailed with the unit's remote traceback if the job did not end done."""
+    if record.state is JobState.DONE:
+        return
+    if record.state is JobState.CANCELLED:
+        raise JobFailed(f"job {record.id} was cancelled")
+    if record.state is JobState.FAILED:
+        raise JobFailed(format_error(record))
+    raise JobFailed(f"job {record.id} is {record.state.value}, not done")
+
+
+def format_error(record: JobRecord) -> str:
+    err = record.error or {}
+    where = f"unit {err.get('unit')} on slave {err.get('slave')}" if "unit" in err else "job"
+    text = f"job {record.id} failed: {where}: {err.get('message', 'unknown error')}"
+    if err.get("traceback"):
+        text += "\n\nremote traceback:\n" + err["traceback"].rstrip()
+    return text
+
+
+def get_result(conn: redis.Redis, job_id: str) -> Any:
+    """The combined result of a done job (JobFailed if it failed or was cancelled)."""
+    raise_for_state(get_record(conn, job_id))
+    return codec.decode(store.get_blob(conn, keys.job_result(job_id)))
+
+
+def end_job(conn: redis.Redis, job_id: str, state: JobState,
+            error: dict[str, Any] | None = None, ttl: int = 86400) -> bool:
+    """Move an unfinished job to failed/cancelled; True if this call ended it."""
+    ended = conn.eval(END_JOB, 1, keys.job(job_id), state.value,
+                      json.dumps(error) if error else "")
+    if ended:
+        release(conn, job_id, ttl)
+    return bool(ended)
+
+
+def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
+    """Cancel a job; False if it had already ended. Queued units are skipped by slaves."""
+    get_record(conn, job_id)
+    return end_job(conn, job_id, JobState.CANCELLED, ttl=ttl)
+
+
+def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None) -> None:
+    """Free what a finished job no longer needs: delete its inputs, units and partials;
+    keep the record, per-slave counts and result for ``ttl`` seconds."""
+    record = get_record(conn, job_id)
+    doomed = [keys.units(job_id), keys.done_units(job_id), keys.partials(job_id)]
+    for name in record.inputs:
+        doomed += store.keys_of(conn, keys.job_input(job_id, name))
+    p = pipe if pipe is not None else conn.pipeline(transaction=False)
+    p.delete(*doomed)
+    p.srem(keys.COMBINE_READY, job_id)
+    for key in (keys.job(job_id), keys.slave_counts(job_id)):
+        p.expire(key, ttl)
+    if pipe is None:
+        p.execute()

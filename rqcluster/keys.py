@@ -1,0 +1,83 @@
+"""Every Redis key, stream, consumer group and queue name rqcluster uses, built here only.
+
+Everything lives under one prefix so a cluster can share a Redis database with other
+tools, and so an operator can see at a glance what belongs to rqcluster. Keys of one job
+share the ``{job_id}`` hash tag, so a Redis Cluster would keep them in one slot (the Lua
+scripts touch several of them at once).
+"""
+
+PREFIX = "rqc"
+
+# List of job ids waiting for a master-assign to split and place them (RPUSH / BLMOVE).
+SUBMITTED = f"{PREFIX}:submitted"
+
+# Stream of unit partials and unit failures, written by slaves, read by master-combine.
+RESULTS_STREAM = f"{PREFIX}:results"
+
+# Consumer group of every master-combine on RESULTS_STREAM; members share the entries.
+COMBINERS_GROUP = "combiners"
+
+# Set of job ids whose partials are all stored but whose result is not yet; a combiner
+# that dies between the two leaves the job here and any combiner finishes it.
+COMBINE_READY = f"{PREFIX}:combine-ready"
+
+# Sorted set of every job id by submit time (score = unix time), for `status` and `watch`.
+JOBS_INDEX = f"{PREFIX}:jobs"
+
+# Hash: combiner consumer name -> partials it stored (lets operators see the sharing).
+COMBINER_STATS = f"{PREFIX}:stats:combiners"
+
+
+def assigning(node: str) -> str:
+    """List of job ids a master-assign has taken but not yet placed (crash recovery)."""
+    return f"{PREFIX}:assigning:{node}"
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (kind, state, params, counters, timestamps, error)."""
+    return f"{PREFIX}:job:{{{job_id}}}"
+
+
+def units(job_id: str) -> str:
+    """Hash: unit index -> JSON unit record (slave, spec, attempts)."""
+    return f"{PREFIX}:job:{{{job_id}}}:units"
+
+
+def done_units(job_id: str) -> str:
+    """Set of unit indexes whose partial was accepted; makes completion idempotent."""
+    return f"{PREFIX}:job:{{{job_id}}}:done"
+
+
+def partials(job_id: str) -> str:
+    """Hash: unit index -> encoded partial, stored by master-combine before it XACKs."""
+    return f"{PREFIX}:job:{{{job_id}}}:partials"
+
+
+def slave_counts(job_id: str) -> str:
+    """Hash: slave name -> units of this job it completed (for status and watch)."""
+    return f"{PREFIX}:job:{{{job_id}}}:slaves"
+
+
+def job_input(job_id: str, name: str) -> str:
+    """Base key of one job input (array, items or function); see ``store`` for the layout."""
+    return f"{PREFIX}:job:{{{job_id}}}:input:{name}"
+
+
+def job_result(job_id: str) -> str:
+    """Base key of the combined result (an encoded value, chunked like any blob)."""
+    return f"{PREFIX}:job:{{{job_id}}}:result"
+
+
+def heartbeat(slave: str) -> str:
+    """String with a short TTL: a slave is live while this key exists."""
+    return f"{PREFIX}:slave:{slave}:heartbeat"
+
+
+def slave_queue(slave: str) -> str:
+    """Name of the RQ queue a slave's `rq worker` listens on (RQ adds its own prefix)."""
+    return f"rqcluster.{slave}"
+
+
+def rq_job_id(job_id: str, unit: int) -> str:
+    """Deterministic RQ job id of a unit, so placing a unit twice overwrites, never doubles."""
+    return f"rqc-{job_id}-{unit}"

@@ -1,0 +1,93 @@
+"""The contract every job kind implements, and the values that pass through it.
+
+A kind is a small class of pure functions that never touch Redis or the clock:
+
+- ``prepare(**params) -> Prepared``: on the submitter; turns what the user gave (paths,
+  arrays, functions) into JSON params plus named inputs, refusing bad input before
+  anything is written.
+- ``split(params, shares, units_per_slave) -> [Unit]``: on master-assign; ``shares`` maps
+  each live slave to its performance.
+- ``process(spec, params, inputs) -> partial``: on a slave, for one unit.
+- ``combine(params, partials, inputs) -> result``: on master-combine, partials in unit order.
+
+``inputs`` is an ``Inputs``: the slave's view of the job's stored inputs (arrays by row
+range, items by index range, functions), so kinds never see Redis keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Items:
+    """A list input: each item already encoded as one JSON document (bytes)."""
+
+    lines: list[bytes]
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function input: cloudpickled bytes (shipped by value) and a name for messages."""
+
+    blob: bytes
+    name: str
+
+
+InputValue = np.ndarray | Items | Function
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated job, ready to be written: JSON-able params and named inputs."""
+
+    params: dict[str, Any]
+    inputs: dict[str, InputValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: its index in the job, the slave it is placed on, and its spec."""
+
+    index: int
+    slave: str
+    spec: dict[str, Any]
+
+
+class Inputs(Protocol):
+    """Read access to one job's inputs, by name."""
+
+    def array(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray: ...
+
+    def items(self, name: str, start: int, stop: int) -> list[Any]: ...
+
+    def function(self, name: str) -> Callable[..., Any]: ...
+
+
+class Kind:
+    """Base class of job kinds; subclasses override the four steps."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    def prepare(self, **params: Any) -> Prepared:
+        raise NotImplementedError
+
+    def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
+              units_per_slave: int) -> list[Unit]:
+        raise NotImplementedError
+
+    def process(self, spec: Mapping[str, Any], params: Mapping[str, Any],
+                inputs: Inputs) -> Any:
+        raise NotImplementedError
+
+    def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
+        raise NotImplementedError
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """One line saying what the job computes, for status and logs."""
+        return self.name

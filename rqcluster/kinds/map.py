@@ -1,0 +1,176 @@
+"""``map``: apply a user function to every item of an input, then reduce.
+
+Input: a list of JSON values (``.jsonl`` lines), the rows of an array (a ``.npy``, items
+along axis 0), or a range of integers. Items are batched into units (several per slave,
+never one unit per item). Each unit applies the function and reduces its own batch; the
+combiner reduces the unit partials in unit order, so ``list`` keeps input order and a
+user reduce sees a deterministic order.
+
+Reduce: ``sum`` (``+``), ``list`` (results in input order), or a function of two
+arguments (like ``functools.reduce``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rqcluster import placement
+from rqcluster.errors import InputError
+from rqcluster.functions import describe, import_function, pack_function
+from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Unit
+from rqcluster.npyfile import load_npy
+
+REDUCERS = ("sum", "list")
+_EMPTY = {"n": 0}
+
+
+class MapKind(Kind):
+    name = "map"
+    help = "apply a Python function to every item of a .jsonl/.npy input and reduce"
+
+    def prepare(self, **params: Any) -> Prepared:
+        unknown = set(params) - {"function", "items", "reduce"}
+        if unknown:
+            raise InputError(f"map: unknown parameter {sorted(unknown)[0]!r} "
+                             "(takes function, items, reduce)")
+        if params.get("function") is None or params.get("items") is None:
+            raise InputError("map: needs a function and items")
+        fn = params["function"]
+        if isinstance(fn, str):
+            fn = import_function(fn, "map function")
+        inputs: dict[str, Any] = {"function": Function(pack_function(fn, "map function"),
+                                                       describe(fn))}
+        out: dict[str, Any] = {"function": describe(fn)}
+        out.update(_prepare_items(params["items"], inputs))
+        reduce = params.get("reduce") or "list"
+        if isinstance(reduce, str) and reduce in REDUCERS:
+            out["reduce"] = reduce
+        else:
+            rfn = import_function(reduce, "map reduce") if isinstance(reduce, str) else reduce
+            inputs["reduce"] = Function(pack_function(rfn, "map reduce"), describe(rfn))
+            out["reduce"] = "function"
+            out["reduce_function"] = describe(rfn)
+        return Prepared(params=out, inputs=inputs)
+
+    def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
+              units_per_slave: int) -> list[Unit]:
+        n = placement.unit_count(params["count"], len(shares), units_per_slave)
+        owners = placement.deal(n, shares)
+        return [Unit(i, owners[i], {"items": [lo, hi]})
+                for i, (lo, hi) in enumerate(placement.bounds(params["count"], n))]
+
+    def process(self, spec: Mapping[str, Any], params: Mapping[str, Any],
+                inputs: Inputs) -> Any:
+        lo, hi = spec["items"]
+        fn = inputs.function("function")
+        values = [fn(item) for item in _items(params, inputs, lo, hi)]
+        if params["reduce"] == "list":
+            return values
+        if not values:
+            return _EMPTY
+        return {"n": len(values), "v": _fold(_reducer(params, inputs), values)}
+
+    def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
+        if params["reduce"] == "list":
+            return [v for part in partials for v in part]
+        values = [p["v"] for p in partials if p["n"]]
+        if not values:
+            if params["reduce"] == "sum":
+                return 0
+            raise InputError("map: cannot reduce an empty input with a reduce function")
+        return _fold(_reducer(params, inputs), values)
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        return f"map {params['function']} over {params['count']:,} items, " \
+               f"reduce {params.get('reduce_function', params['reduce'])}"
+
+
+def _reducer(params: Mapping[str, Any], inputs: Inputs) -> Callable[[Any, Any], Any]:
+    if params["reduce"] == "sum":
+        return lambda a, b: a + b
+    return inputs.function("reduce")
+
+
+def _fold(fn: Callable[[Any, Any], Any], values: list[Any]) -> Any:
+    acc = values[0]
+    for v in values[1:]:
+        acc = fn(acc, v)
+    return acc
+
+
+def _items(params: Mapping[str, Any], inputs: Inputs, lo: int, hi: int) -> Iterable[Any]:
+    source = params["source"]
+    if source == "range":
+        start, _, step = params["range"]
+        return range(start + lo * step, start + hi * step, step)
+    if source == "array":
+        return list(inputs.array("items", rows=(lo, hi)))
+    return inputs.items("items", lo, hi)
+
+
+def _prepare_items(items: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Turn the user's items into stored inputs; return the params that describe them."""
+    if isinstance(items, range):
+        return {"source": "range", "range": [items.start, items.stop, items.step],
+                "count": len(items)}
+    if isinstance(items, str | os.PathLike):
+        path = Path(items)
+        if path.suffix == ".npy":
+            items = load_npy(path, "map input")
+        elif path.suffix in (".jsonl", ".ndjson", ".json"):
+            return _store_lines(read_jsonl(path), inputs)
+        else:
+            raise InputError(f"map input: {path} must be a .jsonl (one JSON value per line) "
+                             "or a .npy file")
+    if isinstance(items, np.ndarray):
+        if items.ndim == 0:
+            raise InputError("map input: a 0-d array has no items; give at least 1-D")
+        from rqcluster.codec import check_numeric_dtype
+        check_numeric_dtype(items.dtype, "map input")
+        inputs["items"] = items
+        return {"source": "array", "count": int(items.shape[0])}
+    try:
+        values = list(items)
+    except TypeError:
+        raise InputError(f"map input: expected a list, range, array or file path, got "
+                         f"{type(items).__name__}") from None
+    lines = []
+    for i, v in enumerate(values):
+        try:
+            lines.append(json.dumps(v, separators=(",", ":"), allow_nan=True).encode())
+        except (TypeError, ValueError) as e:
+            raise InputError(f"map input: item {i} is not JSON-serialisable: {e}") from None
+    return _store_lines(lines, inputs)
+
+
+def _store_lines(lines: list[bytes], inputs: dict[str, Any]) -> dict[str, Any]:
+    inputs["items"] = Items(lines)
+    return {"source": "items", "count": len(lines)}
+
+
+def read_jsonl(path: Path) -> list[bytes]:
+    """The non-blank lines of a JSON-lines file, each checked to be one JSON value."""
+    if not path.exists():
+        raise InputError(f"map input: file not found: {path}")
+    lines = []
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    json.loads(line)
+                except ValueError as e:
+                    raise InputError(f"map input: {path}:{number}: not valid JSON: "
+                                     f"{e}") from None
+                lines.append(line)
+    except OSError as e:
+        raise InputError(f"map input: cannot read {path}: {e.strerror}") from None
+    return lines

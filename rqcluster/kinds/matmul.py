@@ -1,0 +1,80 @@
+"""``matmul``: C = A @ B, cut into row blocks of A.
+
+Units are equal row blocks of A (several per slave, counts in proportion to each slave's
+performance); B is stored once per job and each slave fetches it once (its inputs cache
+keeps it for the job). Integer results are numpy's exactly: each row of C depends only on
+the same row of A and all of B.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rqcluster import placement
+from rqcluster.errors import InputError
+from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
+from rqcluster.npyfile import as_array
+
+# A unit's block of A stays under this many bytes, whatever the cluster size, so one
+# unit never needs more memory than a slave can spare.
+MAX_BLOCK_BYTES = 256 * 1024 * 1024
+
+
+class MatmulKind(Kind):
+    name = "matmul"
+    help = "C = A @ B for two 2-D numeric arrays, split into row blocks of A"
+
+    def prepare(self, **params: Any) -> Prepared:
+        unknown = set(params) - {"a", "b"}
+        if unknown:
+            raise InputError(f"matmul: unknown parameter {sorted(unknown)[0]!r} (takes a, b)")
+        if "a" not in params or "b" not in params:
+            raise InputError("matmul: needs both a and b (paths to .npy files or arrays)")
+        a = as_array(params["a"], "matmul A")
+        b = as_array(params["b"], "matmul B")
+        for arr, label in ((a, "A"), (b, "B")):
+            if arr.ndim != 2:
+                raise InputError(f"matmul: {label} must be 2-D, got shape {arr.shape}")
+        if a.shape[1] != b.shape[0]:
+            raise InputError(f"matmul: shapes {a.shape} and {b.shape} do not align: A has "
+                             f"{a.shape[1]} columns but B has {b.shape[0]} rows")
+        out_dtype = np.result_type(a.dtype, b.dtype)
+        return Prepared(
+            params={"a_shape": list(a.shape), "b_shape": list(b.shape),
+                    "dtype": out_dtype.str},
+            inputs={"a": a, "b": b},
+        )
+
+    def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
+              units_per_slave: int) -> list[Unit]:
+        rows, cols = params["a_shape"]
+        row_bytes = max(1, cols * np.dtype(params["dtype"]).itemsize)
+        n = placement.unit_count(rows, len(shares), units_per_slave)
+        n = max(n, min(rows, math.ceil(rows * row_bytes / MAX_BLOCK_BYTES)))
+        owners = placement.deal(n, shares)
+        return [Unit(i, owners[i], {"rows": [lo, hi]})
+                for i, (lo, hi) in enumerate(placement.bounds(rows, n))]
+
+    def process(self, spec: Mapping[str, Any], params: Mapping[str, Any],
+                inputs: Inputs) -> Any:
+        lo, hi = spec["rows"]
+        block = inputs.array("a", rows=(lo, hi))
+        b = inputs.array("b")
+        return {"rows": [lo, hi], "c": np.matmul(block, b)}
+
+    def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
+        rows = params["a_shape"][0]
+        cols = params["b_shape"][1]
+        out = np.empty((rows, cols), dtype=np.dtype(params["dtype"]))
+        for part in partials:
+            lo, hi = part["rows"]
+            out[lo:hi] = part["c"]
+        return out
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        (m, k), (_, n) = params["a_shape"], params["b_shape"]
+        return f"matmul ({m}x{k}) @ ({k}x{n}) {np.dtype(params['dtype'])}"

@@ -1,0 +1,41 @@
+"""Slave heartbeats: a key with a short TTL per slave, refreshed while the slave lives.
+
+The same records serve placement today (units go only to live slaves) and the dashboard
+and dead-slave reaper later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from typing import Any
+
+import redis
+
+from rqcluster import keys
+from rqcluster.config import ClusterConfig
+
+
+def beat(conn: redis.Redis, slave: str, ttl: float, **info: Any) -> None:
+    """Record that ``slave`` is alive for the next ``ttl`` seconds."""
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), **info}
+    conn.set(keys.heartbeat(slave), json.dumps(record), px=math.ceil(ttl * 1000))
+
+
+def live_slaves(conn: redis.Redis, config: ClusterConfig) -> dict[str, float]:
+    """The configured slaves that have a heartbeat, mapped to their performance."""
+    pipe = conn.pipeline(transaction=False)
+    for s in config.slaves:
+        pipe.exists(keys.heartbeat(s.name))
+    alive = pipe.execute()
+    return {s.name: s.performance for s, up in zip(config.slaves, alive, strict=True) if up}
+
+
+def heartbeats(conn: redis.Redis, config: ClusterConfig) -> dict[str, dict[str, Any] | None]:
+    """Every configured slave's last heartbeat record (None when it has none)."""
+    raw = conn.mget([keys.heartbeat(s.name) for s in config.slaves])
+    return {s.name: (json.loads(r) if r else None) for s, r in zip(config.slaves, raw,
+                                                                   strict=True)}

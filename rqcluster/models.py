@@ -1,0 +1,126 @@
+"""Wire records kept in Redis: the job record and the unit record.
+
+Frozen dataclasses with ``encode``/``decode``; ``decode`` turns any malformed record into
+a ``DecodeError``. Both carry room for what comes next: a job has stages (today one,
+``main``), a unit has an attempt count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from rqcluster.errors import DecodeError
+
+FORMAT = 1
+
+
+class JobState(StrEnum):
+    SUBMITTED = "submitted"   # written by enqueue, waiting for a master-assign
+    RUNNING = "running"       # units placed on slave queues
+    DONE = "done"             # result stored
+    FAILED = "failed"         # a unit failed; ``error`` says which and why
+    CANCELLED = "cancelled"   # cancelled by a user
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The job as stored in its hash (``keys.job``)."""
+
+    id: str
+    kind: str
+    state: JobState
+    params: dict[str, Any]
+    description: str
+    submitted: float
+    inputs: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ("main",)
+    total: int | None = None
+    remaining: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: dict[str, Any] | None = None
+    waiting: str | None = None
+
+    @property
+    def done_units(self) -> int:
+        if self.total is None or self.remaining is None:
+            return 0
+        return self.total - self.remaining
+
+    def encode(self) -> dict[str, str]:
+        """The fields to HSET; optional fields that are None are left out."""
+        out = {"v": str(FORMAT), "id": self.id, "kind": self.kind, "state": self.state.value,
+               "params": json.dumps(self.params), "description": self.description,
+               "submitted": repr(self.submitted), "inputs": json.dumps(list(self.inputs)),
+               "stages": json.dumps(list(self.stages))}
+        for name in ("total", "remaining", "started", "finished"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = repr(value)
+        if self.error is not None:
+            out["error"] = json.dumps(self.error)
+        if self.waiting is not None:
+            out["waiting"] = self.waiting
+        return out
+
+    @classmethod
+    def decode(cls, raw: dict[Any, Any]) -> JobRecord:
+        """A JobRecord from HGETALL's answer; DecodeError if it is not one."""
+        try:
+            f = {_text(k): _text(v) for k, v in raw.items()}
+            if int(f.get("v", "0")) > FORMAT:
+                raise ValueError(f"record format {f['v']} is newer than this rqcluster")
+            opt_int = {k: int(float(f[k])) for k in ("total", "remaining") if k in f}
+            opt_float = {k: float(f[k]) for k in ("started", "finished") if k in f}
+            return cls(
+                id=f["id"], kind=f["kind"], state=JobState(f["state"]),
+                params=json.loads(f["params"]), description=f.get("description", ""),
+                submitted=float(f["submitted"]), inputs=tuple(json.loads(f["inputs"])),
+                stages=tuple(json.loads(f.get("stages", '["main"]'))),
+                error=json.loads(f["error"]) if "error" in f else None,
+                waiting=f.get("waiting"), **opt_int, **opt_float)
+        except (KeyError, ValueError, TypeError) as e:
+            raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        d["done"] = self.done_units
+        return d
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """One unit as stored in the job's units hash (``keys.units``)."""
+
+    index: int
+    slave: str
+    spec: dict[str, Any]
+    stage: str = "main"
+    attempts: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> str:
+        return json.dumps({"i": self.index, "s": self.slave, "spec": self.spec,
+                           "stage": self.stage, "a": self.attempts, "m": self.meta},
+                          separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> UnitRecord:
+        try:
+            d = json.loads(raw)
+            return cls(int(d["i"]), str(d["s"]), dict(d["spec"]), str(d.get("stage", "main")),
+                       int(d.get("a", 0)), dict(d.get("m", {})))
+        except (KeyError, ValueError, TypeError) as e:
+            raise DecodeError(f"corrupt unit record: {type(e).__name__}: {e}") from e

@@ -1,0 +1,108 @@
+"""Running a node in one of the seed's four modes.
+
+``assign-reduce`` runs a master-assign and a master-combine loop in one process (two
+threads, one Redis connection each); ``assign`` and ``reduce`` run one of them, so they
+can live on different machines and in any number. ``slave`` replaces this process with
+the standard `rq worker` on the slave's queue, with the settings module and worker class
+from ``workers/`` — the same command a slave machine can run by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from rqcluster.assign import Assigner
+from rqcluster.config import ClusterConfig
+from rqcluster.connection import connect
+from rqcluster.errors import ConfigError
+from rqcluster.reduce import Reducer
+
+log = logging.getLogger("rqcluster.node")
+
+MODES = ("assign-reduce", "assign", "reduce", "slave")
+
+
+def slave_command(slave: str) -> list[str]:
+    """The `rq worker` command line of a slave (without its environment)."""
+    rq = shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
+    if rq is None:
+        raise ConfigError("cannot find the `rq` command (is rq installed in this environment?)")
+    return [rq, "worker", "-c", "workers.settings", "-w", "workers.slave.SlaveWorker",
+            "-n", f"{slave}.{os.getpid()}"]
+
+
+def slave_environment(config: ClusterConfig, slave: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if config.path is not None:
+        env["RQCLUSTER_CONFIG"] = str(config.path)
+    env["RQCLUSTER_NODE"] = slave
+    return env
+
+
+def check_mode(config: ClusterConfig, mode: str, name: str) -> None:
+    """Refuse a mode the named node does not have in the config, with the right names."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "slave":
+        config.slave(name)
+        return
+    wanted = {"assign": ["master-assign"], "reduce": ["master-combine"],
+              "assign-reduce": ["master-assign", "master-combine"]}[mode]
+    roles = config.roles(name)
+    for role in wanted:
+        if role not in roles:
+            holder = config.master_assign.name if role == "master-assign" \
+                else config.master_combine.name
+            raise ConfigError(f"node {name!r} is not the {role} in {config.path or 'the config'}"
+                              f" (the {role} is {holder!r}); use --name {holder}")
+
+
+def run_node(config: ClusterConfig, mode: str, name: str) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit status."""
+    check_mode(config, mode, name)
+    if mode == "slave":
+        cmd = slave_command(name)
+        os.execve(cmd[0], cmd, slave_environment(config, name))
+    connect(config.redis)  # fail fast, one clear message, if the broker is unreachable
+    loops: list[Callable[[threading.Event], None]] = []
+    if mode in ("assign", "assign-reduce"):
+        loops.append(Assigner(connect(config.redis), config, name).run)
+    if mode in ("reduce", "assign-reduce"):
+        loops.append(Reducer(connect(config.redis), config, name).run)
+    return _run_loops(loops, f"{mode} node {name}")
+
+
+def _run_loops(loops: list[Callable[[threading.Event], None]], what: str) -> int:
+    stop = threading.Event()
+    failed = threading.Event()
+
+    def guarded(loop: Callable[[threading.Event], None]) -> None:
+        try:
+            loop(stop)
+        except Exception:
+            log.exception("%s: loop crashed", what)
+            failed.set()
+            stop.set()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: %s, stopping", what, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [threading.Thread(target=guarded, args=(loop,), daemon=True) for loop in loops]
+    for t in threads:
+        t.start()
+    log.info("%s running (pid %d)", what, os.getpid())
+    while not stop.wait(0.5):
+        pass
+    for t in threads:
+        t.join(timeout=5)
+    return 1 if failed.is_set() else 0

@@ -1,0 +1,68 @@
+"""Reading and writing .npy files on the submitter's disk, with errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rqcluster.codec import check_numeric_dtype
+from rqcluster.errors import InputError
+
+
+def load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Memory-map a .npy file (no copy until it is sent); InputError naming ``what``."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what}: file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"{what}: {p} is a directory, not a .npy file")
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise InputError(f"{what}: {p} holds an object array; only numeric .npy "
+                             "files are accepted") from None
+        raise InputError(f"{what}: {p} is not a .npy file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise InputError(f"{what}: cannot read {p}: {e}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive loads as a mapping
+        raise InputError(f"{what}: {p} is an .npz archive; give one .npy array")
+    check_numeric_dtype(arr.dtype, f"{what} ({p})")
+    return arr
+
+
+def as_array(value: Any, what: str) -> np.ndarray:
+    """A path or an array-like given by the user, as a numeric ndarray."""
+    if isinstance(value, str | os.PathLike):
+        return load_npy(value, what)
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{what}: not an array or .npy path: {e}") from None
+    check_numeric_dtype(arr.dtype, what)
+    return arr
+
+
+def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> Path:
+    """Write ``arr`` to ``path`` atomically (temp file + rename): never a half-written file."""
+    p = Path(path)
+    if p.suffix != ".npy":
+        raise InputError(f"output: {p} must end in .npy")
+    if not p.parent.exists():
+        raise InputError(f"output: directory {p.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

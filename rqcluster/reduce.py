@@ -1,0 +1,160 @@
+"""master-combine: fold unit partials from the results stream and store job results.
+
+Every combiner is a consumer in one consumer group on the results stream, so any number
+of them share the entries. Each entry's effect (the partial stored under its job, keyed
+by unit) and its XACK happen in one Lua step: nothing is lost if a combiner dies, nothing
+is stored twice if an entry is delivered twice. The step that completes a job's partials
+puts the job in the combine-ready set; whoever combines it stores the result and state
+``done`` together. Jobs left in that set by a dead combiner are combined by the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from rqcluster import codec, jobdata, keys, store
+from rqcluster.config import ClusterConfig
+from rqcluster.jobs import end_job, get_record, release
+from rqcluster.kinds import get_kind
+from rqcluster.models import JobState
+from rqcluster.scripts import STORE_PARTIAL
+
+log = logging.getLogger("rqcluster.reduce")
+
+BATCH = 64
+# Entries a dead combiner had read but not acknowledged are taken over after this long.
+CLAIM_IDLE_MS = 30_000
+
+
+def consumer_name(node: str) -> str:
+    """This process's consumer name: the node plus host and pid (unique per process)."""
+    return f"{node}@{socket.gethostname()}:{os.getpid()}"
+
+
+def ensure_group(conn: redis.Redis) -> None:
+    """Create the combiners' group (and the stream) unless they exist; from the start of
+    the stream, so entries written before any combiner started are not skipped."""
+    try:
+        conn.xgroup_create(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+class Reducer:
+    """The master-combine loop, one ``step`` at a time."""
+
+    def __init__(self, conn: redis.Redis, config: ClusterConfig, node: str) -> None:
+        self.conn = conn
+        self.config = config
+        self.consumer = consumer_name(node)
+        self._store_partial = conn.register_script(STORE_PARTIAL)
+        self._last_claim = 0.0
+
+    def step(self, block_ms: int = 1000) -> int:
+        """Handle up to one batch of stream entries; returns how many were handled."""
+        entries = self._claim_stale() + self._read(block_ms)
+        ready: set[str] = set()
+        for entry_id, fields in entries:
+            job_id = fields.get(b"job", b"").decode()
+            if self._store(entry_id, job_id):
+                ready.add(job_id)
+        for job_id in ready | self._leftover_ready():
+            self.combine(job_id)
+        return len(entries)
+
+    def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        reply = self.conn.xreadgroup(keys.COMBINERS_GROUP, self.consumer,
+                                     {keys.RESULTS_STREAM: ">"}, count=BATCH, block=block_ms)
+        return [(eid, fields) for _, items in reply or [] for eid, fields in items]
+
+    def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Take over entries another combiner read but never acknowledged (it died)."""
+        now = time.monotonic()
+        if now - self._last_claim < CLAIM_IDLE_MS / 3000:
+            return []
+        self._last_claim = now
+        reply = self.conn.xautoclaim(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, self.consumer,
+                                     CLAIM_IDLE_MS, start_id="0", count=BATCH)
+        return [(eid, fields) for eid, fields in reply[1] if fields]
+
+    def _store(self, entry_id: bytes, job_id: str) -> bool:
+        if not job_id:
+            log.warning("dropping stream entry %s with no job field", entry_id)
+            self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, entry_id)
+            return False
+        ready = self._store_partial(
+            keys=[keys.job(job_id), keys.partials(job_id), keys.RESULTS_STREAM,
+                  keys.COMBINE_READY, keys.COMBINER_STATS],
+            args=[keys.COMBINERS_GROUP, entry_id, job_id, self.consumer])
+        return bool(ready)
+
+    def _leftover_ready(self) -> set[str]:
+        return {j.decode() for j in self.conn.smembers(keys.COMBINE_READY)}
+
+    def combine(self, job_id: str) -> bool:
+        """Combine a job's partials and store its result; True if this call finished it."""
+        try:
+            record = get_record(self.conn, job_id)
+        except Exception:  # noqa: BLE001 - expired or corrupt: nothing left to combine
+            self.conn.srem(keys.COMBINE_READY, job_id)
+            return False
+        if record.state is not JobState.RUNNING:
+            self.conn.srem(keys.COMBINE_READY, job_id)
+            return False
+        ttl = self.config.options.result_ttl
+        try:
+            raw = self.conn.hgetall(keys.partials(job_id))
+            partials = [codec.decode(raw[k]) for k in sorted(raw, key=int)]
+            kind = get_kind(record.kind)
+            result = kind.combine(record.params, partials, jobdata.JobInputs(self.conn, job_id))
+            encoded = codec.encode(result)
+        except Exception as e:  # noqa: BLE001 - a combine error fails the job, visibly
+            log.exception("job %s: combine failed", job_id)
+            end_job(self.conn, job_id, JobState.FAILED,
+                    {"message": f"combine failed: {type(e).__name__}: {e}"}, ttl)
+            return False
+        finally:
+            jobdata.forget(job_id)
+        return self._finish(job_id, encoded, ttl)
+
+    def _finish(self, job_id: str, encoded: bytes, ttl: int) -> bool:
+        job_key = keys.job(job_id)
+        with self.conn.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(job_key)
+                if pipe.hget(job_key, "state") != JobState.RUNNING.value.encode():
+                    pipe.unwatch()
+                    self.conn.srem(keys.COMBINE_READY, job_id)
+                    return False
+                pipe.multi()
+                store.put_blob(pipe, keys.job_result(job_id), encoded, ttl=ttl)
+                pipe.hset(job_key, mapping={"state": JobState.DONE.value,
+                                            "finished": repr(time.time())})
+                release(self.conn, job_id, ttl, pipe=pipe)
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        log.info("job %s done", job_id)
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; survives Redis restarts (retries with backoff)."""
+        ensure_group(self.conn)
+        while not stop.is_set():
+            try:
+                self.step(block_ms=1000)
+            except redis.ConnectionError as e:
+                log.warning("lost Redis (%s); retrying", e)
+                stop.wait(1.0)
+            except redis.ResponseError as e:
+                if "NOGROUP" in str(e):  # the stream was deleted (e.g. FLUSHALL)
+                    ensure_group(self.conn)
+                else:
+                    raise

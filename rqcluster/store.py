@@ -1,0 +1,140 @@
+"""Large data in Redis: arrays, byte blobs and item lists, chunked and read by range.
+
+Redis caps one value at 512 MB and a slave needs only its rows of A, so everything big
+is written as fixed-size chunks under a base key, with a small JSON meta record at the
+base key itself:
+
+    <base>           JSON meta: {"type": "array"|"blob"|"items", "nbytes", "chunk", ...}
+    <base>:<i>       chunk i of the raw bytes (C order for arrays)
+    <base>:offsets   (items only) int64 array of n+1 byte offsets into the JSON-lines blob
+
+A row range of an array is a byte range of its chunks, fetched with pipelined GETRANGE
+and viewed with ``numpy.frombuffer`` — array data is never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import redis
+
+from rqcluster.errors import DecodeError, NoSuchJob
+
+CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def put_array(pipe: Any, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,
+              ttl: int | None = None) -> None:
+    """Queue the writes that store ``arr`` under ``base`` on a pipeline (or client)."""
+    arr = np.ascontiguousarray(arr)
+    meta = {"type": "array", "dtype": arr.dtype.str, "shape": list(arr.shape)}
+    _put_bytes(pipe, base, memoryview(arr).cast("B") if arr.size else memoryview(b""), chunk,
+               meta, ttl)
+
+
+def put_blob(pipe: Any, base: str, data: bytes | memoryview, chunk: int = CHUNK_BYTES,
+             ttl: int | None = None) -> None:
+    """Queue the writes that store opaque bytes under ``base``."""
+    _put_bytes(pipe, base, memoryview(data).cast("B"), chunk, {"type": "blob"}, ttl)
+
+
+def put_items(pipe: Any, base: str, lines: list[bytes], chunk: int = CHUNK_BYTES,
+              ttl: int | None = None) -> None:
+    """Queue the writes that store a list of JSON-encoded items (one ``bytes`` each)."""
+    offsets = np.zeros(len(lines) + 1, dtype="<i8")
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    _put_bytes(pipe, base, memoryview(b"".join(lines)), chunk,
+               {"type": "items", "count": len(lines)}, ttl)
+    put_array(pipe, f"{base}:offsets", offsets, chunk, ttl)
+
+
+def _put_bytes(pipe: Any, base: str, data: memoryview, chunk: int, meta: dict[str, Any],
+               ttl: int | None) -> None:
+    n = math.ceil(len(data) / chunk)
+    meta = {**meta, "nbytes": len(data), "chunk": chunk, "chunks": n}
+    pipe.set(base, json.dumps(meta), ex=ttl)
+    for i in range(n):
+        pipe.set(f"{base}:{i}", data[i * chunk:(i + 1) * chunk], ex=ttl)
+
+
+def read_meta(conn: redis.Redis, base: str) -> dict[str, Any]:
+    """The meta record of a stored object; NoSuchJob if it is gone (expired or collected)."""
+    raw = conn.get(base)
+    if raw is None:
+        raise NoSuchJob(f"{base} is not in Redis (the job expired or was collected)")
+    try:
+        meta = json.loads(raw)
+        assert isinstance(meta, dict) and "type" in meta
+        return meta
+    except (ValueError, AssertionError) as e:
+        raise DecodeError(f"{base}: corrupt meta record") from e
+
+
+def _read_range(conn: redis.Redis, base: str, meta: dict[str, Any], start: int,
+                stop: int) -> bytes:
+    """Bytes [start, stop) of a stored object, one pipelined round trip over its chunks."""
+    if stop <= start:
+        return b""
+    chunk = meta["chunk"]
+    pipe = conn.pipeline(transaction=False)
+    for i in range(start // chunk, (stop - 1) // chunk + 1):
+        lo = max(start - i * chunk, 0)
+        hi = min(stop - i * chunk, chunk) - 1
+        pipe.getrange(f"{base}:{i}", lo, hi)
+    pieces = pipe.execute()
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if len(data) != stop - start:
+        raise DecodeError(f"{base}: expected {stop - start} bytes, found {len(data)} "
+                          "(a chunk is missing)")
+    return data
+
+
+def get_array(conn: redis.Redis, base: str, rows: tuple[int, int] | None = None,
+              meta: dict[str, Any] | None = None) -> np.ndarray:
+    """The stored array, or only rows [rows[0], rows[1]) of it (read-only view)."""
+    meta = meta or read_meta(conn, base)
+    dtype = np.dtype(meta["dtype"])
+    shape = list(meta["shape"])
+    row_bytes = dtype.itemsize * math.prod(shape[1:])
+    lo, hi = (0, shape[0]) if rows is None else rows
+    if not 0 <= lo <= hi <= shape[0]:
+        raise ValueError(f"rows {lo}:{hi} out of range for {shape[0]} rows")
+    data = _read_range(conn, base, meta, lo * row_bytes, hi * row_bytes)
+    return np.frombuffer(data, dtype=dtype).reshape([hi - lo, *shape[1:]])
+
+
+def array_meta(conn: redis.Redis, base: str) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """Dtype and shape of a stored array, without reading its data."""
+    meta = read_meta(conn, base)
+    return np.dtype(meta["dtype"]), tuple(meta["shape"])
+
+
+def get_blob(conn: redis.Redis, base: str) -> bytes:
+    """The stored bytes, whole."""
+    meta = read_meta(conn, base)
+    return _read_range(conn, base, meta, 0, meta["nbytes"])
+
+
+def get_items(conn: redis.Redis, base: str, start: int, stop: int) -> list[Any]:
+    """Items [start, stop) of a stored item list, decoded from JSON."""
+    meta = read_meta(conn, base)
+    offsets = get_array(conn, f"{base}:offsets", rows=(start, stop + 1))
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    data = _read_range(conn, base, meta, lo, hi)
+    rel = offsets - lo
+    return [json.loads(data[rel[i]:rel[i + 1]]) for i in range(stop - start)]
+
+
+def keys_of(conn: redis.Redis, base: str) -> list[str]:
+    """Every key that makes up the stored object at ``base`` (for expiry and deletion)."""
+    raw = conn.get(base)
+    if raw is None:
+        return []
+    meta = json.loads(raw)
+    keys = [base] + [f"{base}:{i}" for i in range(meta["chunks"])]
+    if meta["type"] == "items":
+        keys += keys_of(conn, f"{base}:offsets")
+    return keys

@@ -1,0 +1,1 @@
+"""What a slave machine runs: `rq worker -c workers.settings -w workers.slave.SlaveWorker`."""

@@ -1,0 +1,18 @@
+"""Settings module for a slave's `rq worker` (``rq worker -c workers.settings``).
+
+Reads the cluster config named by $RQCLUSTER_CONFIG (default config/local.json) and the
+slave name from $RQCLUSTER_NODE (default: the node matching this host), and gives RQ the
+Redis URL and this slave's queue. The URL carries the password only in memory.
+"""
+
+import os
+
+from rqcluster import keys
+from rqcluster.config import load_config
+from rqcluster.connection import worker_url
+
+CONFIG = load_config(os.environ.get("RQCLUSTER_CONFIG"))
+SLAVE = CONFIG.slave(CONFIG.this_node(os.environ.get("RQCLUSTER_NODE"))).name
+
+REDIS_URL = worker_url(CONFIG.redis)
+QUEUES = [keys.slave_queue(SLAVE)]
