@@ -8,6 +8,8 @@ retries with backoff across broker restarts and while Redis is LOADING its AOF.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -70,6 +72,24 @@ def ping(client: redis.Redis, settings: RedisSettings) -> None:
     except redis.RedisError as e:
         raise BrokerUnavailable(f"cannot reach Redis at {settings.url}: {e} (is the broker "
                                 "running? start it with `rqcluster broker`)") from None
+
+
+def wait_for_broker(settings: RedisSettings, timeout: float = 30.0,
+                    on_wait: Callable[[str], None] | None = None) -> redis.Redis:
+    """Connect, waiting up to ``timeout`` s for the broker to come up (a Procfile starts
+    the broker and the nodes at once); BrokerUnavailable after that."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            return connect(settings)
+        except BrokerUnavailable as e:
+            if "refused the credentials" in str(e) or time.monotonic() >= deadline:
+                raise
+            if on_wait is not None and not told:
+                on_wait(f"waiting up to {timeout:g} s for Redis at {settings.url}")
+                told = True
+            time.sleep(0.2)
 
 
 def _ping_once(client: redis.Redis) -> None:

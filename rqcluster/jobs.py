@@ -85,7 +85,7 @@ def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
         pause = interval if deadline is None else min(interval, max(0.0, deadline -
                                                                      time.monotonic()))
         time.sleep(pause)
-        interval = min(interval * 1.5, 0.5)
+        interval = min(interval * 1.5, 0.1)
 
 
 def raise_for_state(record: JobRecord) -> None:

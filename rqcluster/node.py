@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rqcluster.assign import Assigner
 from rqcluster.config import ClusterConfig
-from rqcluster.connection import connect
+from rqcluster.connection import connect, wait_for_broker
 from rqcluster.errors import ConfigError
 from rqcluster.reduce import Reducer
 
@@ -67,10 +67,10 @@ def check_mode(config: ClusterConfig, mode: str, name: str) -> None:
 def run_node(config: ClusterConfig, mode: str, name: str) -> int:
     """Run a node until SIGTERM/SIGINT; returns the exit status."""
     check_mode(config, mode, name)
+    wait_for_broker(config.redis, on_wait=log.info)  # one clear error if it never comes
     if mode == "slave":
         cmd = slave_command(name)
         os.execve(cmd[0], cmd, slave_environment(config, name))
-    connect(config.redis)  # fail fast, one clear message, if the broker is unreachable
     loops: list[Callable[[threading.Event], None]] = []
     if mode in ("assign", "assign-reduce"):
         loops.append(Assigner(connect(config.redis), config, name).run)
