@@ -79,7 +79,7 @@ class Assigner:
         try:
             units = get_kind(record.kind).split(record.params, shares,
                                                 self.config.options.units_per_slave)
-        except Exception as e:  # noqa: BLE001 - a bad job must fail, not kill the master
+        except Exception as e:
             log.exception("cannot split job %s", job_id)
             end_job(self.conn, job_id, JobState.FAILED,
                     {"message": f"split failed: {type(e).__name__}: {e}"},

@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from functools import update_wrapper
 from pathlib import Path
 from typing import Any
 

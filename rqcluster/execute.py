@@ -62,7 +62,7 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
         kind = get_kind(kind_name.decode())
         value = kind.process(unit.spec, json.loads(params_raw), jobdata.JobInputs(conn, job_id))
         partial = codec.encode(value)
-    except Exception as e:  # noqa: BLE001 - user code may raise anything; report it
+    except Exception as e:
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
     remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.done_units(job_id),

@@ -34,7 +34,7 @@ def import_function(ref: str, what: str = "function") -> Callable[..., Any]:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix
+    except Exception as e:
         raise InputError(f"{what}: cannot import module {module_name!r}: "
                          f"{type(e).__name__}: {e}") from None
     obj: Any = module
@@ -69,7 +69,7 @@ def pack_function(fn: Callable[..., Any], what: str = "function") -> bytes:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(fn)
-    except Exception as e:  # noqa: BLE001 - pickling can fail in many ways; name the object
+    except Exception as e:
         raise InputError(f"{what}: cannot ship {describe(fn)} to the slaves: "
                          f"{type(e).__name__}: {e}") from None
     finally:

@@ -55,7 +55,11 @@ def list_jobs(conn: redis.Redis, limit: int = 20) -> list[JobRecord]:
     pipe = conn.pipeline(transaction=False)
     for job_id in ids:
         pipe.hgetall(keys.job(job_id))
-    return [JobRecord.decode(raw) for raw in pipe.execute() if raw]
+    raws = pipe.execute()
+    expired = [job_id for job_id, raw in zip(ids, raws, strict=True) if not raw]
+    if expired:
+        conn.zrem(keys.JOBS_INDEX, *expired)
+    return [JobRecord.decode(raw) for raw in raws if raw]
 
 
 def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,

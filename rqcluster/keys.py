@@ -58,6 +58,11 @@ def slave_counts(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:slaves"
 
 
+def combining(job_id: str) -> str:
+    """String with a TTL: which combiner is combining the job now (others leave it be)."""
+    return f"{PREFIX}:job:{{{job_id}}}:combining"
+
+
 def job_input(job_id: str, name: str) -> str:
     """Base key of one job input (array, items or function); see ``store`` for the layout."""
     return f"{PREFIX}:job:{{{job_id}}}:input:{name}"

@@ -20,19 +20,30 @@ def load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
         raise InputError(f"{what}: file not found: {p}")
     if p.is_dir():
         raise InputError(f"{what}: {p} is a directory, not a .npy file")
+    dtype = _header_dtype(p, what)
+    check_numeric_dtype(dtype, f"{what} ({p})")
     try:
         arr = np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise InputError(f"{what}: {p} holds an object array; only numeric .npy "
-                             "files are accepted") from None
-        raise InputError(f"{what}: {p} is not a .npy file ({e})") from None
-    except (OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise InputError(f"{what}: cannot read {p}: {e}") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive loads as a mapping
         raise InputError(f"{what}: {p} is an .npz archive; give one .npy array")
     check_numeric_dtype(arr.dtype, f"{what} ({p})")
     return arr
+
+
+def _header_dtype(p: Path, what: str) -> np.dtype[Any]:
+    """The dtype a .npy file declares, read from its header alone (no data, no pickle)."""
+    try:
+        with p.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{what}: {p} is not a .npy file ({e})") from None
+    return dtype
 
 
 def as_array(value: Any, what: str) -> np.ndarray:

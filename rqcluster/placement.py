@@ -35,17 +35,24 @@ def apportion(n: int, weights: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def unit_count(work: int, slaves: int, units_per_slave: int, minimum_size: int = 1) -> int:
-    """How many equal units to cut ``work`` items into for ``slaves`` slaves.
+def unit_count(work: int, weights: Mapping[str, float], units_per_slave: int) -> int:
+    """How many equal units to cut ``work`` items into for slaves of these weights.
 
     Several units per slave (not one), so a dead slave's share can be spread over the
-    others and a slow slave's queue can be drained by faster ones; never more units than
-    items (each unit holds at least ``minimum_size`` items, the last may hold fewer).
+    others and a slow slave's queue can be drained by faster ones. When performances are
+    whole numbers, the count is rounded up to a multiple of their sum (if that at most
+    doubles it), so every slave's share is exact: performances 1 and 2 give 9 units split
+    3 + 6 rather than 8 split 3 + 5. Never more units than items.
     """
     if work <= 0:
         return 1
-    wanted = max(1, slaves * units_per_slave)
-    return max(1, min(wanted, math.ceil(work / max(1, minimum_size))))
+    wanted = max(1, len(weights) * units_per_slave)
+    total = sum(weights.values())
+    if all(float(w).is_integer() for w in weights.values()) and total <= wanted:
+        exact = math.ceil(wanted / total) * int(total)
+        if exact <= 2 * wanted:
+            wanted = exact
+    return max(1, min(wanted, work))
 
 
 def deal(n: int, weights: Mapping[str, float]) -> list[str]:

@@ -38,8 +38,14 @@ class ProgressReporter:
 
     def _update_bar(self, record: JobRecord) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         if self._bar is None:
             self._bar = Progress(TextColumn("job {task.fields[job]} {task.fields[state]}"),
                                  BarColumn(), MofNCompleteColumn(), TextColumn("units"),

@@ -22,7 +22,7 @@ from rqcluster import codec, jobdata, keys, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import get_kind
-from rqcluster.models import JobState
+from rqcluster.models import JobRecord, JobState
 from rqcluster.scripts import STORE_PARTIAL
 
 log = logging.getLogger("rqcluster.reduce")
@@ -30,6 +30,8 @@ log = logging.getLogger("rqcluster.reduce")
 BATCH = 64
 # Entries a dead combiner had read but not acknowledged are taken over after this long.
 CLAIM_IDLE_MS = 30_000
+# A combiner that died while combining a job leaves it to others after this long.
+COMBINE_LEASE_MS = 120_000
 
 
 def consumer_name(node: str) -> str:
@@ -54,6 +56,7 @@ class Reducer:
         self.conn = conn
         self.config = config
         self.consumer = consumer_name(node)
+        self.batch = BATCH
         self._store_partial = conn.register_script(STORE_PARTIAL)
         self._last_claim = 0.0
 
@@ -71,7 +74,8 @@ class Reducer:
 
     def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply = self.conn.xreadgroup(keys.COMBINERS_GROUP, self.consumer,
-                                     {keys.RESULTS_STREAM: ">"}, count=BATCH, block=block_ms)
+                                     {keys.RESULTS_STREAM: ">"}, count=self.batch,
+                                     block=block_ms)
         return [(eid, fields) for _, items in reply or [] for eid, fields in items]
 
     def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -81,7 +85,10 @@ class Reducer:
             return []
         self._last_claim = now
         reply = self.conn.xautoclaim(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, self.consumer,
-                                     CLAIM_IDLE_MS, start_id="0", count=BATCH)
+                                     CLAIM_IDLE_MS, start_id="0", count=self.batch)
+        gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
+        if gone:  # deleted while pending (Redis 6.2 keeps such ids in the PEL)
+            self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, *gone)
         return [(eid, fields) for eid, fields in reply[1] if fields]
 
     def _store(self, entry_id: bytes, job_id: str) -> bool:
@@ -102,12 +109,22 @@ class Reducer:
         """Combine a job's partials and store its result; True if this call finished it."""
         try:
             record = get_record(self.conn, job_id)
-        except Exception:  # noqa: BLE001 - expired or corrupt: nothing left to combine
+        except Exception:
             self.conn.srem(keys.COMBINE_READY, job_id)
             return False
         if record.state is not JobState.RUNNING:
             self.conn.srem(keys.COMBINE_READY, job_id)
             return False
+        if not self.conn.set(keys.combining(job_id), self.consumer, nx=True,
+                             px=COMBINE_LEASE_MS):
+            return False  # another combiner is on it; its lease expires if it died
+        try:
+            return self._combine(record)
+        finally:
+            self.conn.delete(keys.combining(job_id))
+
+    def _combine(self, record: JobRecord) -> bool:
+        job_id = record.id
         ttl = self.config.options.result_ttl
         try:
             raw = self.conn.hgetall(keys.partials(job_id))
@@ -115,7 +132,7 @@ class Reducer:
             kind = get_kind(record.kind)
             result = kind.combine(record.params, partials, jobdata.JobInputs(self.conn, job_id))
             encoded = codec.encode(result)
-        except Exception as e:  # noqa: BLE001 - a combine error fails the job, visibly
+        except Exception as e:
             log.exception("job %s: combine failed", job_id)
             end_job(self.conn, job_id, JobState.FAILED,
                     {"message": f"combine failed: {type(e).__name__}: {e}"}, ttl)

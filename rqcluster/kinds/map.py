@@ -60,7 +60,7 @@ class MapKind(Kind):
 
     def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
               units_per_slave: int) -> list[Unit]:
-        n = placement.unit_count(params["count"], len(shares), units_per_slave)
+        n = placement.unit_count(params["count"], shares, units_per_slave)
         owners = placement.deal(n, shares)
         return [Unit(i, owners[i], {"items": [lo, hi]})
                 for i, (lo, hi) in enumerate(placement.bounds(params["count"], n))]

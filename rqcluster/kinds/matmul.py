@@ -53,7 +53,7 @@ class MatmulKind(Kind):
               units_per_slave: int) -> list[Unit]:
         rows, cols = params["a_shape"]
         row_bytes = max(1, cols * np.dtype(params["dtype"]).itemsize)
-        n = placement.unit_count(rows, len(shares), units_per_slave)
+        n = placement.unit_count(rows, shares, units_per_slave)
         n = max(n, min(rows, math.ceil(rows * row_bytes / MAX_BLOCK_BYTES)))
         owners = placement.deal(n, shares)
         return [Unit(i, owners[i], {"rows": [lo, hi]})

@@ -1,0 +1,222 @@
+"""The pipeline one step at a time, in this process, against a real redis-server.
+
+Assigner.step, execute_unit and Reducer.step are driven by hand, so each invariant of the
+data flow is pinned down without waiting on other processes: placement is proportional
+and atomic, a unit run twice is counted once, a replayed stream entry is stored once,
+failures carry the remote traceback, ended jobs are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import redis
+from rq import Queue
+
+from rqcluster import enqueue, keys, liveness
+from rqcluster.assign import NO_LIVE_SLAVE, Assigner
+from rqcluster.config import ClusterConfig, parse_config
+from rqcluster.errors import InputError, JobFailed
+from rqcluster.execute import execute_unit
+from rqcluster.jobs import cancel, get_record, get_result, get_status, raise_for_state
+from rqcluster.kinds.montecarlo import estimate_locally
+from rqcluster.models import JobState, UnitRecord
+from rqcluster.reduce import Reducer, ensure_group
+
+
+def make_config(url: str, performances: dict[str, float]) -> ClusterConfig:
+    return parse_config({
+        "master-assign": {"name": "master", "ip": "127.0.0.1"},
+        "master-combine": {"name": "master", "ip": "127.0.0.1"},
+        "slaves": [{"name": n, "ip": "127.0.0.1", "performance": p}
+                   for n, p in performances.items()],
+        "redis": {"url": url},
+    })
+
+
+@pytest.fixture
+def config(redis_server, redis_conn: redis.Redis) -> ClusterConfig:
+    cfg = make_config(redis_server.url, {"s1": 1, "s2": 3})
+    for s in cfg.slaves:
+        liveness.beat(redis_conn, s.name, 60)
+    ensure_group(redis_conn)
+    return cfg
+
+
+def units_of(conn: redis.Redis, job_id: str) -> list[UnitRecord]:
+    raw = conn.hgetall(keys.units(job_id))
+    return sorted((UnitRecord.decode(v) for v in raw.values()), key=lambda u: u.index)
+
+
+def run_all(conn: redis.Redis, job_id: str) -> None:
+    for u in units_of(conn, job_id):
+        execute_unit(conn, job_id, u.index, u.slave)
+
+
+def drain(conn: redis.Redis, config: ClusterConfig, reducer: Reducer | None = None) -> None:
+    reducer = reducer or Reducer(conn, config, "master")
+    while reducer.step(block_ms=10):
+        pass
+
+
+def test_matmul_runs_through_every_step_and_matches_numpy(redis_conn, config):
+    a = np.arange(60 * 7).reshape(60, 7) - 100
+    b = np.arange(7 * 5).reshape(7, 5) * 3
+    job_id = enqueue.submit(redis_conn, "matmul", a=a, b=b)
+    assert get_record(redis_conn, job_id).state is JobState.SUBMITTED
+
+    assert Assigner(redis_conn, config, "master").step(timeout=0.1) == job_id
+    record = get_record(redis_conn, job_id)
+    assert record.state is JobState.RUNNING and record.remaining == record.total
+
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    np.testing.assert_array_equal(get_result(redis_conn, job_id), a @ b)
+    assert get_record(redis_conn, job_id).state is JobState.DONE
+
+
+def test_units_are_placed_in_proportion_to_performance_on_each_slaves_rq_queue(
+        redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "matmul", a=np.ones((800, 4)), b=np.ones((4, 4)))
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    units = units_of(redis_conn, job_id)
+    rows = {"s1": 0, "s2": 0}
+    for u in units:
+        rows[u.slave] += u.spec["rows"][1] - u.spec["rows"][0]
+    block = max(u.spec["rows"][1] - u.spec["rows"][0] for u in units)
+    assert abs(rows["s2"] - 3 * rows["s1"]) <= block
+    for slave in ("s1", "s2"):
+        queue = Queue(keys.slave_queue(slave), connection=redis_conn)
+        assert sorted(queue.job_ids) == sorted(
+            keys.rq_job_id(job_id, u.index) for u in units if u.slave == slave)
+
+
+def test_a_unit_run_twice_is_counted_once(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=5000, seed=9, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    first = units_of(redis_conn, job_id)[0]
+    assert execute_unit(redis_conn, job_id, first.index, "s1").startswith("done")
+    assert execute_unit(redis_conn, job_id, first.index, "s2").startswith("duplicate")
+    record = get_record(redis_conn, job_id)
+    assert record.done_units == 1
+    assert redis_conn.xlen(keys.RESULTS_STREAM) == 1
+
+
+def test_a_replayed_stream_entry_is_stored_once(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=3000, seed=4, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    entries = redis_conn.xrange(keys.RESULTS_STREAM)
+    _, fields = entries[0]
+    redis_conn.xadd(keys.RESULTS_STREAM, fields)  # the same partial, delivered again
+    drain(redis_conn, config)
+    assert get_result(redis_conn, job_id) == estimate_locally(3000, 4, 1000)
+    assert int(redis_conn.hget(keys.COMBINER_STATS, Reducer(redis_conn, config,
+                                                            "master").consumer)) == 3
+
+
+def test_two_combiners_share_the_stream_without_double_counting(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=40_000, seed=1, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    one, two = Reducer(redis_conn, config, "r1"), Reducer(redis_conn, config, "r2")
+    one.consumer, two.consumer = "r1", "r2"
+    one.batch = two.batch = 3
+    while one.step(block_ms=10) + two.step(block_ms=10):
+        pass
+    stats = {k.decode(): int(v) for k, v in redis_conn.hgetall(keys.COMBINER_STATS).items()}
+    assert set(stats) == {"r1", "r2"} and sum(stats.values()) == 40
+    assert get_result(redis_conn, job_id) == estimate_locally(40_000, 1, 1000)
+
+
+def test_a_job_left_ready_by_a_dead_combiner_is_finished_by_the_next(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=2000, seed=2, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    dying = Reducer(redis_conn, config, "dying")
+    dying.combine = lambda job_id: False  # type: ignore[method-assign]  # dies before combining
+    while dying.step(block_ms=10):
+        pass
+    assert redis_conn.sismember(keys.COMBINE_READY, job_id)
+    drain(redis_conn, config)
+    assert get_record(redis_conn, job_id).state is JobState.DONE
+    assert not redis_conn.sismember(keys.COMBINE_READY, job_id)
+
+
+def test_an_exception_in_user_code_fails_the_job_with_the_remote_traceback(redis_conn, config):
+    def explode(x):
+        if x == 7:
+            raise ValueError("bad item 7")
+        return x
+
+    job_id = enqueue.submit(redis_conn, "map", function=explode, items=list(range(20)),
+                            reduce="sum")
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    record = get_record(redis_conn, job_id)
+    assert record.state is JobState.FAILED
+    assert record.error["message"] == "ValueError: bad item 7"
+    assert "Traceback" in record.error["traceback"] and "explode" in record.error["traceback"]
+    with pytest.raises(JobFailed, match="bad item 7"):
+        raise_for_state(record)
+    assert get_status(redis_conn, job_id).record.state is JobState.FAILED
+
+
+def test_units_of_a_cancelled_job_are_skipped_and_its_inputs_freed(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "matmul", a=np.ones((40, 3)), b=np.ones((3, 3)))
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    units = units_of(redis_conn, job_id)
+    assert cancel(redis_conn, job_id)
+    outcomes = [execute_unit(redis_conn, job_id, u.index, u.slave) for u in units]
+    assert all(o.startswith("skipped") for o in outcomes)
+    assert redis_conn.xlen(keys.RESULTS_STREAM) == 0
+    assert not redis_conn.exists(keys.job_input(job_id, "a"), keys.job_input(job_id, "b"))
+    assert not cancel(redis_conn, job_id)  # already ended
+
+
+def test_a_job_waits_on_the_submitted_list_while_no_slave_is_live(redis_conn, config):
+    for s in config.slaves:
+        redis_conn.delete(keys.heartbeat(s.name))
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    assigner = Assigner(redis_conn, config, "master")
+    assigner.step(timeout=0.1)
+    record = get_record(redis_conn, job_id)
+    assert record.state is JobState.SUBMITTED and record.waiting == NO_LIVE_SLAVE
+    assert redis_conn.lrange(keys.SUBMITTED, 0, -1) == [job_id.encode()]
+    liveness.beat(redis_conn, "s2", 60)
+    assigner.step(timeout=0.1)
+    units = units_of(redis_conn, job_id)
+    assert get_record(redis_conn, job_id).waiting is None
+    assert {u.slave for u in units} == {"s2"}
+
+
+def test_a_job_taken_by_an_assigner_that_died_is_placed_once_on_restart(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=4000, seed=1, unit_samples=1000)
+    # The assigner took the job (BLMOVE) and died before placing it.
+    redis_conn.lmove(keys.SUBMITTED, keys.assigning("master"), "LEFT", "RIGHT")
+    restarted = Assigner(redis_conn, config, "master")
+    assert restarted.recover() == 1
+    assert restarted.recover() == 0
+    queued = sum(Queue(keys.slave_queue(s), connection=redis_conn).count for s in ("s1", "s2"))
+    assert queued == get_record(redis_conn, job_id).total == 4
+
+
+def test_refused_input_writes_nothing(redis_conn, config):
+    before = redis_conn.dbsize()
+    with pytest.raises(InputError, match=r"\(3, 4\).*\(5, 2\)"):
+        enqueue.submit(redis_conn, "matmul", a=np.ones((3, 4)), b=np.ones((5, 2)))
+    with pytest.raises(InputError):
+        enqueue.submit(redis_conn, "map", function=len, items=[object()])
+    with pytest.raises(InputError):
+        enqueue.submit(redis_conn, "montecarlo", samples=0)
+    assert redis_conn.dbsize() == before
+
+
+def test_the_job_record_keeps_params_and_description(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=5)
+    record = get_record(redis_conn, job_id)
+    assert record.params["seed"] == 5 and record.params["samples"] == 10
+    assert "10 samples" in record.description
+    assert json.loads(redis_conn.hget(keys.job(job_id), "inputs")) == []
