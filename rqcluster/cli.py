@@ -116,10 +116,11 @@ def check_config(ctx: CliContext, as_json: bool) -> None:
     click.echo(f"  master-assign   {cfg.master_assign.name} ({cfg.master_assign.ip})")
     click.echo(f"  master-combine  {cfg.master_combine.name} ({cfg.master_combine.ip})")
     click.echo(f"  slaves          {len(cfg.slaves)}")
-    for s in summary["slaves"]:
-        click.echo(f"    {s['name']:<16} {s['ip']:<15} performance {s['performance']:g} "
-                   f"({100 * s['share']:.0f}% of each job)")
-    pw = summary["redis"]["password"]
+    total = sum(s.performance for s in cfg.slaves)
+    for s in cfg.slaves:
+        click.echo(f"    {s.name:<16} {s.ip:<15} performance {s.performance:g} "
+                   f"({100 * s.performance / total:.0f}% of each job)")
+    pw = "set" if cfg.redis.password() else "none"
     click.echo(f"  redis           {cfg.redis.url} (password: {pw})")
 
 

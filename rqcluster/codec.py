@@ -48,8 +48,14 @@ def encode_parts(value: Any) -> list[bytes | memoryview]:
     header = json.dumps({"v": tree, "a": [[a.dtype.str, list(a.shape)] for a in arrays]},
                         separators=(",", ":")).encode()
     parts: list[bytes | memoryview] = [MAGIC, struct.pack(">BI", VERSION, len(header)), header]
-    parts += [memoryview(a).cast("B") if a.size else b"" for a in arrays]
+    parts += [bytes_view(a) for a in arrays]
     return parts
+
+
+def bytes_view(arr: np.ndarray) -> memoryview:
+    """The raw bytes of a C-contiguous array, without copying them."""
+    flat = arr.reshape(-1).view(np.uint8)
+    return memoryview(flat) if arr.size else memoryview(b"")  # type: ignore[arg-type]
 
 
 def _to_tree(value: Any, arrays: list[np.ndarray], where: str) -> Any:

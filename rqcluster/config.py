@@ -149,15 +149,13 @@ class ClusterConfig:
         return list(dict.fromkeys(names))
 
     def _ip_of(self, name: str) -> str:
-        for n in (self.master_assign, self.master_combine, *self.slaves):
-            if n.name == name:
-                return n.ip
-        return ""
+        nodes: list[Node | Slave] = [self.master_assign, self.master_combine, *self.slaves]
+        return next((n.ip for n in nodes if n.name == name), "")
 
 
 def _local_addresses(host: str) -> set[str]:
     try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except OSError:
         return set()
 

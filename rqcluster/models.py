@@ -81,15 +81,19 @@ class JobRecord:
             f = {_text(k): _text(v) for k, v in raw.items()}
             if int(f.get("v", "0")) > FORMAT:
                 raise ValueError(f"record format {f['v']} is newer than this rqcluster")
-            opt_int = {k: int(float(f[k])) for k in ("total", "remaining") if k in f}
-            opt_float = {k: float(f[k]) for k in ("started", "finished") if k in f}
+            def opt(name: str) -> float | None:
+                return float(f[name]) if name in f else None
+
+            total, remaining = opt("total"), opt("remaining")
             return cls(
                 id=f["id"], kind=f["kind"], state=JobState(f["state"]),
                 params=json.loads(f["params"]), description=f.get("description", ""),
                 submitted=float(f["submitted"]), inputs=tuple(json.loads(f["inputs"])),
                 stages=tuple(json.loads(f.get("stages", '["main"]'))),
                 error=json.loads(f["error"]) if "error" in f else None,
-                waiting=f.get("waiting"), **opt_int, **opt_float)
+                waiting=f.get("waiting"), started=opt("started"), finished=opt("finished"),
+                total=None if total is None else int(total),
+                remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e
 

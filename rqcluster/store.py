@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from rqcluster.codec import bytes_view
 from rqcluster.errors import DecodeError, NoSuchJob
 
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -31,8 +32,7 @@ def put_array(pipe: Any, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,
     """Queue the writes that store ``arr`` under ``base`` on a pipeline (or client)."""
     arr = np.ascontiguousarray(arr)
     meta = {"type": "array", "dtype": arr.dtype.str, "shape": list(arr.shape)}
-    _put_bytes(pipe, base, memoryview(arr).cast("B") if arr.size else memoryview(b""), chunk,
-               meta, ttl)
+    _put_bytes(pipe, base, bytes_view(arr), chunk, meta, ttl)
 
 
 def put_blob(pipe: Any, base: str, data: bytes | memoryview, chunk: int = CHUNK_BYTES,
