@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -175,6 +176,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
                           "RQCLUSTER_CONFIG)") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); a config is a JSON "
+                          "file") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
@@ -230,7 +234,7 @@ def _type(value: Any) -> str:
 
 
 def _name(raw: Any, where: str) -> str:
-    if not isinstance(raw, str) or not NAME_RE.match(raw):
+    if not isinstance(raw, str) or not NAME_RE.fullmatch(raw):
         raise _fail(where, "must be a name of letters, digits, '_', '.' or '-' (at most 63, "
                     f"starting with a letter or digit), got {_show(raw)}")
     return raw
@@ -264,12 +268,23 @@ def _slaves(raw: Any) -> tuple[Slave, ...]:
         if any(s.name == name for s in slaves):
             raise _fail(f"{where}.name", f"{name!r} is used by another slave; names must be "
                         "unique")
-        perf = doc["performance"]
-        if isinstance(perf, bool) or not isinstance(perf, int | float) or not perf > 0 \
-                or perf != perf or perf == float("inf"):
-            raise _fail(f"{where}.performance", f"must be a number > 0, got {_show(perf)}")
-        slaves.append(Slave(name, _ip(doc["ip"], f"{where}.ip"), float(perf)))
+        perf = _finite(doc["performance"])
+        if perf is None or not perf > 0:
+            raise _fail(f"{where}.performance",
+                        f"must be a number > 0, got {_show(doc['performance'])}")
+        slaves.append(Slave(name, _ip(doc["ip"], f"{where}.ip"), perf))
     return tuple(slaves)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None if it is not a (finite, representable) number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _redis(raw: Any, base_dir: Path) -> RedisSettings:
@@ -284,11 +299,12 @@ def _redis(raw: Any, base_dir: Path) -> RedisSettings:
         raise _fail("redis.url", f"must be a string like \"redis://10.0.0.1:6379/0\", "
                     f"got {_show(url)}")
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise _fail("redis.url", f"scheme must be redis://, rediss:// or unix://, got {url!r}")
-    if parts.password:
+    if parts.password:  # checked first: no later message may echo it
         raise _fail("redis.url", "must not contain a password; put it in the file named by "
                     "redis.password-file or the variable named by redis.password-env")
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise _fail("redis.url", "scheme must be redis://, rediss:// or unix://, got "
+                    f"{parts.scheme + '://' if parts.scheme else 'none'}")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
@@ -318,11 +334,12 @@ def _options(raw: Any) -> Options:
         if key not in doc:
             continue
         value = doc[key]
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum
+        number = _finite(value)
+        ok = number is not None and number >= minimum
         if kind is int:
-            ok = ok and float(value).is_integer()
+            ok = ok and number is not None and number.is_integer()
         if not ok:
             what = "a whole number" if kind is int else "a number"
             raise _fail(f"options.{key}", f"must be {what} >= {minimum}, got {_show(value)}")
-        values[key.replace("-", "_")] = kind(value)
+        values[key.replace("-", "_")] = kind(number)
     return Options(**values)

@@ -8,7 +8,6 @@ installed packages (numpy, the standard library, …) travel by reference as usu
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 import sysconfig
@@ -21,6 +20,8 @@ import cloudpickle
 
 from rqcluster.errors import InputError
 
+# Present on every node, so always pickled by reference.
+_OURS = frozenset({"rqcluster", "workers"})
 _INSTALLED = {Path(p).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")
               if (p := sysconfig.get_paths().get(key))}
 
@@ -62,10 +63,8 @@ def pack_function(fn: Callable[..., Any], what: str = "function") -> bytes:
     object that cannot be pickled otherwise."""
     if not callable(fn):
         raise InputError(f"{what}: expected a function, got {type(fn).__name__}")
-    module = inspect.getmodule(fn)
-    by_value = module is not None and module.__name__ != "__main__" \
-        and not _is_installed(module)
-    if by_value:
+    by_value = _user_modules()
+    for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(fn)
@@ -73,8 +72,20 @@ def pack_function(fn: Callable[..., Any], what: str = "function") -> bytes:
         raise InputError(f"{what}: cannot ship {describe(fn)} to the slaves: "
                          f"{type(e).__name__}: {e}") from None
     finally:
-        if by_value:
+        for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def _user_modules() -> list[ModuleType]:
+    """Every imported module that is the user's own code (not installed, not rqcluster):
+    the function's module and any helper module it uses travel by value."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        if module is None or top in _OURS or name == "__main__" or _is_installed(module):
+            continue
+        found.append(module)
+    return found
 
 
 def unpack_function(blob: bytes) -> Callable[..., Any]:

@@ -85,11 +85,17 @@ class JobRecord:
                 return float(f[name]) if name in f else None
 
             total, remaining = opt("total"), opt("remaining")
+            params, inputs, stages = (json.loads(f["params"]), json.loads(f["inputs"]),
+                                      json.loads(f.get("stages", '["main"]')))
+            if not isinstance(params, dict):
+                raise ValueError("params is not a JSON object")
+            for name, names in (("inputs", inputs), ("stages", stages)):
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError(f"{name} is not a list of names")
             return cls(
                 id=f["id"], kind=f["kind"], state=JobState(f["state"]),
-                params=json.loads(f["params"]), description=f.get("description", ""),
-                submitted=float(f["submitted"]), inputs=tuple(json.loads(f["inputs"])),
-                stages=tuple(json.loads(f.get("stages", '["main"]'))),
+                params=params, description=f.get("description", ""),
+                submitted=float(f["submitted"]), inputs=tuple(inputs), stages=tuple(stages),
                 error=json.loads(f["error"]) if "error" in f else None,
                 waiting=f.get("waiting"), started=opt("started"), finished=opt("finished"),
                 total=None if total is None else int(total),

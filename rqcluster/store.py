@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster.codec import bytes_view
-from rqcluster.errors import DecodeError, NoSuchJob
+from rqcluster.codec import bytes_view, check_numeric_dtype
+from rqcluster.errors import DecodeError, InputError, NoSuchJob
 
 CHUNK_BYTES = 32 * 1024 * 1024
 
@@ -96,8 +96,7 @@ def get_array(conn: redis.Redis, base: str, rows: tuple[int, int] | None = None,
               meta: dict[str, Any] | None = None) -> np.ndarray:
     """The stored array, or only rows [rows[0], rows[1]) of it (read-only view)."""
     meta = meta or read_meta(conn, base)
-    dtype = np.dtype(meta["dtype"])
-    shape = list(meta["shape"])
+    dtype, shape = _array_layout(base, meta)
     row_bytes = dtype.itemsize * math.prod(shape[1:])
     lo, hi = (0, shape[0]) if rows is None else rows
     if not 0 <= lo <= hi <= shape[0]:
@@ -106,10 +105,28 @@ def get_array(conn: redis.Redis, base: str, rows: tuple[int, int] | None = None,
     return np.frombuffer(data, dtype=dtype).reshape([hi - lo, *shape[1:]])
 
 
+def _array_layout(base: str, meta: dict[str, Any]) -> tuple[np.dtype[Any], list[int]]:
+    """Dtype and shape from an array's meta record; DecodeError unless they are sane."""
+    try:
+        if meta.get("type") != "array":
+            raise ValueError(f"holds a {meta.get('type')}, not an array")
+        dtype = np.dtype(meta["dtype"])
+        check_numeric_dtype(dtype, "stored array")
+        shape = meta["shape"]
+        if not isinstance(shape, list) or not shape or not all(
+                type(n) is int and n >= 0 for n in shape):
+            raise ValueError(f"bad shape {shape!r}")
+        if math.prod(shape) * dtype.itemsize != meta["nbytes"]:
+            raise ValueError("shape and size disagree")
+        return dtype, shape
+    except (KeyError, TypeError, ValueError, InputError) as e:
+        raise DecodeError(f"{base}: corrupt array meta record: {e}") from e
+
+
 def array_meta(conn: redis.Redis, base: str) -> tuple[np.dtype[Any], tuple[int, ...]]:
     """Dtype and shape of a stored array, without reading its data."""
-    meta = read_meta(conn, base)
-    return np.dtype(meta["dtype"]), tuple(meta["shape"])
+    dtype, shape = _array_layout(base, read_meta(conn, base))
+    return dtype, tuple(shape)
 
 
 def get_blob(conn: redis.Redis, base: str) -> bytes:

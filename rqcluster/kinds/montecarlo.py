@@ -50,8 +50,9 @@ class MonteCarloKind(Kind):
         if params.get("samples") is None:
             raise InputError("montecarlo: samples is required (how many random points)")
         samples = _count("samples", params["samples"], 1, MAX_SAMPLES)
-        unit = _count("unit_samples", params.get("unit_samples") or DEFAULT_UNIT_SAMPLES,
-                      1, MAX_SAMPLES)
+        given = params.get("unit_samples")
+        unit = DEFAULT_UNIT_SAMPLES if given is None else _count("unit_samples", given, 1,
+                                                                  MAX_SAMPLES)
         if math.ceil(samples / unit) > MAX_UNITS:
             raise InputError(f"montecarlo: {samples:,} samples in units of {unit:,} make more "
                              f"than {MAX_UNITS:,} units; raise unit_samples")
