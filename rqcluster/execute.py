@@ -65,7 +65,7 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     except Exception as e:
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
-    remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.done_units(job_id),
+    remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.partials(job_id),
                           keys.slave_counts(job_id), keys.RESULTS_STREAM,
                           job_id, index, slave, partial, f"{took:.6f}")
     if remaining == -2:

@@ -138,7 +138,7 @@ def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None) -> None:
     """Free what a finished job no longer needs: delete its inputs, units and partials;
     keep the record, per-slave counts and result for ``ttl`` seconds."""
     record = get_record(conn, job_id)
-    doomed = [keys.units(job_id), keys.done_units(job_id), keys.partials(job_id)]
+    doomed = [keys.units(job_id), keys.partials(job_id), keys.folded(job_id)]
     for name in record.inputs:
         doomed += store.keys_of(conn, keys.job_input(job_id, name))
     p = pipe if pipe is not None else conn.pipeline(transaction=False)

@@ -43,14 +43,15 @@ def units(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:units"
 
 
-def done_units(job_id: str) -> str:
-    """Set of unit indexes whose partial was accepted; makes completion idempotent."""
-    return f"{PREFIX}:job:{{{job_id}}}:done"
-
-
 def partials(job_id: str) -> str:
-    """Hash: unit index -> encoded partial, stored by master-combine before it XACKs."""
+    """Hash: unit index -> encoded partial. Written by the slave's completion step with
+    HSETNX, so the first completion of a unit is the only one that counts."""
     return f"{PREFIX}:job:{{{job_id}}}:partials"
+
+
+def folded(job_id: str) -> str:
+    """Set of unit indexes whose results-stream entry a combiner has handled."""
+    return f"{PREFIX}:job:{{{job_id}}}:folded"
 
 
 def slave_counts(job_id: str) -> str:

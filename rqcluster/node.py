@@ -9,10 +9,12 @@ from ``workers/`` — the same command a slave machine can run by hand.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -38,8 +40,33 @@ def slave_command(slave: str) -> list[str]:
             "-n", f"{slave}.{os.getpid()}"]
 
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_threads(config: ClusterConfig, cpus: int | None = None) -> int:
+    """Threads each local slave's BLAS may use: this machine's cores shared among the
+    slaves the config places on it. Two slaves each spinning two OpenBLAS threads on two
+    cores run several times slower than two slaves with one thread each."""
+    local = sum(1 for s in config.slaves if is_local_ip(s.ip))
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, local))
+
+
+def is_local_ip(ip: str) -> bool:
+    """True for a loopback address or one of this host's own addresses."""
+    if ipaddress.ip_address(ip).is_loopback:
+        return True
+    try:
+        return ip in {str(i[4][0]) for i in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return False
+
+
 def slave_environment(config: ClusterConfig, slave: str) -> dict[str, str]:
+    """The slave's environment: config and name, and BLAS threads unless already set."""
     env = dict(os.environ)
+    threads = str(blas_threads(config))
+    for var in BLAS_THREAD_VARS:
+        env.setdefault(var, threads)
     if config.path is not None:
         env["RQCLUSTER_CONFIG"] = str(config.path)
     env["RQCLUSTER_NODE"] = slave

@@ -1,11 +1,14 @@
-"""master-combine: fold unit partials from the results stream and store job results.
+"""master-combine: fold unit results from the results stream and store job results.
 
-Every combiner is a consumer in one consumer group on the results stream, so any number
-of them share the entries. Each entry's effect (the partial stored under its job, keyed
-by unit) and its XACK happen in one Lua step: nothing is lost if a combiner dies, nothing
-is stored twice if an entry is delivered twice. The step that completes a job's partials
-puts the job in the combine-ready set; whoever combines it stores the result and state
-``done`` together. Jobs left in that set by a dead combiner are combined by the next one.
+A slave's completion step stores a unit's partial in the job's partials hash and
+announces it with a small entry on the results stream. Every combiner is a consumer in
+one consumer group on that stream, so any number of them share the entries. Each
+entry's effect (the unit marked folded) and its XACK happen in one Lua step: nothing is
+lost if a combiner dies, nothing is counted twice if an entry is delivered twice, and an
+entry for a unit whose partial is not stored (forged, or of an ended job) is ignored.
+The entry that completes a job puts it in the combine-ready set; whoever combines it
+stores the result and state ``done`` in one transaction. Jobs left in that set by a dead
+combiner are combined by the next one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState
-from rqcluster.scripts import STORE_PARTIAL
+from rqcluster.scripts import FOLD_ENTRY
 
 log = logging.getLogger("rqcluster.reduce")
 
@@ -57,7 +60,7 @@ class Reducer:
         self.config = config
         self.consumer = consumer_name(node)
         self.batch = BATCH
-        self._store_partial = conn.register_script(STORE_PARTIAL)
+        self._fold_entry = conn.register_script(FOLD_ENTRY)
         self._last_claim = 0.0
 
     def step(self, block_ms: int = 1000) -> int:
@@ -65,9 +68,8 @@ class Reducer:
         entries = self._claim_stale() + self._read(block_ms)
         ready: set[str] = set()
         for entry_id, fields in entries:
-            job_id = fields.get(b"job", b"").decode()
-            if self._store(entry_id, job_id):
-                ready.add(job_id)
+            if self._store(entry_id, fields):
+                ready.add(fields[b"job"].decode())
         for job_id in ready | self._leftover_ready():
             self.combine(job_id)
         return len(entries)
@@ -91,16 +93,23 @@ class Reducer:
             self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, *gone)
         return [(eid, fields) for eid, fields in reply[1] if fields]
 
-    def _store(self, entry_id: bytes, job_id: str) -> bool:
-        if not job_id:
-            log.warning("dropping stream entry %s with no job field", entry_id)
+    def _store(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """Fold one entry; True if its job is now ready to combine."""
+        job_id = fields.get(b"job", b"").decode(errors="replace")
+        unit = fields.get(b"unit", b"").decode(errors="replace")
+        if not job_id or not unit.isdigit():
+            log.warning("ignoring malformed results entry %s: %r", entry_id, fields)
             self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, entry_id)
+            self.conn.xdel(keys.RESULTS_STREAM, entry_id)
             return False
-        ready = self._store_partial(
+        outcome = self._fold_entry(
             keys=[keys.job(job_id), keys.partials(job_id), keys.RESULTS_STREAM,
-                  keys.COMBINE_READY, keys.COMBINER_STATS],
-            args=[keys.COMBINERS_GROUP, entry_id, job_id, self.consumer])
-        return bool(ready)
+                  keys.COMBINE_READY, keys.COMBINER_STATS, keys.folded(job_id)],
+            args=[keys.COMBINERS_GROUP, entry_id, job_id, self.consumer, unit])
+        if outcome == -1:
+            log.info("ignored results entry %s (job %s unit %s is not a running job's "
+                     "stored unit)", entry_id.decode(), job_id, unit)
+        return outcome == 1
 
     def _leftover_ready(self) -> set[str]:
         return {j.decode() for j in self.conn.smembers(keys.COMBINE_READY)}
@@ -128,6 +137,8 @@ class Reducer:
         ttl = self.config.options.result_ttl
         try:
             raw = self.conn.hgetall(keys.partials(job_id))
+            if len(raw) != record.total:
+                raise RuntimeError(f"{len(raw)} partials stored for {record.total} units")
             partials = [codec.decode(raw[k]) for k in sorted(raw, key=int)]
             kind = get_kind(record.kind)
             result = kind.combine(record.params, partials, jobdata.JobInputs(self.conn, job_id))

@@ -24,7 +24,8 @@ import redis
 from rqcluster.codec import bytes_view, check_numeric_dtype
 from rqcluster.errors import DecodeError, InputError, NoSuchJob
 
-CHUNK_BYTES = 32 * 1024 * 1024
+# 4 MiB: measured fastest to write and read here (one 32 MiB SET is 3x slower).
+CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def put_array(pipe: Any, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,

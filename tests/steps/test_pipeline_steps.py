@@ -117,6 +117,20 @@ def test_a_replayed_stream_entry_is_stored_once(redis_conn, config):
                                                             "master").consumer)) == 3
 
 
+def test_a_forged_stream_entry_for_a_unit_not_done_is_ignored(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=3000, seed=4, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    for unit in ("0", "1", "2"):  # announced, but no slave stored these partials
+        redis_conn.xadd(keys.RESULTS_STREAM, {"job": job_id, "unit": unit, "slave": "evil"})
+    redis_conn.xadd(keys.RESULTS_STREAM, {"garbage": "1"})
+    drain(redis_conn, config)
+    assert get_record(redis_conn, job_id).state is JobState.RUNNING
+    assert redis_conn.xlen(keys.RESULTS_STREAM) == 0
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    assert get_result(redis_conn, job_id) == estimate_locally(3000, 4, 1000)
+
+
 def test_two_combiners_share_the_stream_without_double_counting(redis_conn, config):
     job_id = enqueue.submit(redis_conn, "montecarlo", samples=40_000, seed=1, unit_samples=1000)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
