@@ -121,7 +121,9 @@ def run_demo(config_path: Path, size: int = 2048, samples: int = 100_000_000,
         ok = _matmul(cluster, workdir, size, say) & _montecarlo(cluster, samples, say)
         if keep_running:
             say(f"cluster still running; config {local.config_path}; Ctrl-C to stop")
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            signal.sigwait(stop_signals)
     finally:
         local.stop()
         say("stopped the broker, the master and the slaves")
@@ -168,7 +170,8 @@ def _montecarlo(cluster: Cluster, samples: int, say: Say) -> bool:
     error = abs(estimate - math.pi)
     tolerance = 6 * math.sqrt(math.pi * (4 - math.pi) / samples)  # 6 standard errors
     ok = error < tolerance
-    say(f"  rqcluster  {took:6.2f} s  ({st.record.total} units)  pi ~ {estimate:.8f}")
+    units = f"{st.record.total} unit" + ("s" if st.record.total != 1 else "")
+    say(f"  rqcluster  {took:6.2f} s  ({units})  pi ~ {estimate:.8f}")
     say("  units per slave: " + ", ".join(f"{s} {n}" for s, n in st.per_slave.items()))
     say(f"  check: |estimate - pi| = {error:.2e} -> {'OK' if ok else 'TOO FAR'} "
         f"(< 6 standard errors = {tolerance:.1e})")
