@@ -58,7 +58,8 @@ class Cluster:
         return the path instead of the array."""
         if out is not None and Path(out).suffix != ".npy":
             raise InputError(f"out: {out} must end in .npy")
-        job_id = enqueue.submit(self.conn, kind, **params)
+        job = enqueue.validate(kind, **params)
+        job_id = enqueue.write(self.conn, job)
         return JobHandle(self, job_id, out=out)
 
     def job(self, job_id: str) -> JobHandle:

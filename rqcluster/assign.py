@@ -89,13 +89,21 @@ class Assigner:
         return self._place(record, [UnitRecord(u.index, u.slave, u.spec) for u in units])
 
     def _put_back(self, record: JobRecord) -> None:
+        """Return the job to the head of the submitted list (order kept) and mark it and
+        every job behind it as waiting for a slave, so `status` says so for each."""
         pipe = self.conn.pipeline(transaction=True)
-        pipe.hset(keys.job(record.id), "waiting", NO_LIVE_SLAVE)
         pipe.lrem(keys.assigning(self.node), 0, record.id)
         pipe.lpush(keys.SUBMITTED, record.id)
         pipe.execute()
-        if record.waiting != NO_LIVE_SLAVE:
-            log.warning("job %s: %s", record.id, NO_LIVE_SLAVE)
+        waiting = [j.decode() for j in self.conn.lrange(keys.SUBMITTED, 0, -1)]
+        pipe = self.conn.pipeline(transaction=False)
+        for job_id in waiting:
+            pipe.hget(keys.job(job_id), "waiting")
+        marks = pipe.execute()
+        for job_id, mark in zip(waiting, marks, strict=True):
+            if mark is None and self.conn.exists(keys.job(job_id)):
+                self.conn.hset(keys.job(job_id), "waiting", NO_LIVE_SLAVE)
+                log.warning("job %s: %s", job_id, NO_LIVE_SLAVE)
 
     def _place(self, record: JobRecord, units: list[UnitRecord]) -> bool:
         by_slave: dict[str, list[UnitRecord]] = {}

@@ -231,9 +231,10 @@ def _check_output(output: Path | None) -> None:
 def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                        output: Path | None, wait: bool, as_json: bool,
                        timeout: float | None) -> None:
-    from rqcluster.enqueue import submit
-    ctx.config  # noqa: B018 - a bad config is refused before the inputs are read
-    job_id = submit(ctx.conn, kind, **params)
+    from rqcluster import enqueue
+    _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
+    job = enqueue.validate(kind, **params)
+    job_id = enqueue.write(ctx.conn, job)
     if not wait and output is None:
         click.echo(json.dumps({"job": job_id}) if as_json else job_id)
         return

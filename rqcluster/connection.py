@@ -29,7 +29,9 @@ def connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
         "health_check_interval": 15,
-        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        # About 3 s of retries inside one command; longer outages are the loops' to ride
+        # out (they catch the error, wait and go on, checking whether they should stop).
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError, BusyLoadingError],
     }
     password = settings.password()

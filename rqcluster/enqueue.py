@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import redis
 
 from rqcluster import keys, store
 from rqcluster.errors import InputError
-from rqcluster.kinds import Function, Items, get_kind
+from rqcluster.kinds import Function, Items, Prepared, get_kind
 from rqcluster.models import JobRecord, JobState
 
 # Largest job (inputs) accepted in one submission; Redis must hold it all in memory.
@@ -39,21 +40,35 @@ def input_size(value: Any) -> int:
     raise TypeError(f"unknown input type {type(value).__name__}")
 
 
-def submit(conn: redis.Redis, kind_name: str, **params: Any) -> str:
-    """Validate a job and write it; returns its id. Nothing is written if it is refused."""
+@dataclass(frozen=True)
+class ValidatedJob:
+    """A job that passed every check and is ready to be written."""
+
+    kind: str
+    prepared: Prepared
+    description: str
+
+
+def validate(kind_name: str, **params: Any) -> ValidatedJob:
+    """Every check a job gets before anything is written (no Redis needed)."""
     kind = get_kind(kind_name)
     prepared = kind.prepare(**params)
     size = sum(input_size(v) for v in prepared.inputs.values())
     if size > MAX_SUBMIT_BYTES:
         raise InputError(f"{kind_name}: inputs are {size / 1024**3:.1f} GiB, more than the "
                          f"{MAX_SUBMIT_BYTES / 1024**3:.0f} GiB one job may hold in Redis")
+    return ValidatedJob(kind_name, prepared, kind.describe(prepared.params))
+
+
+def write(conn: redis.Redis, job: ValidatedJob) -> str:
+    """Write a validated job in one transaction; returns its id."""
     job_id = new_job_id()
     now = time.time()
-    record = JobRecord(id=job_id, kind=kind_name, state=JobState.SUBMITTED,
-                       params=prepared.params, description=kind.describe(prepared.params),
-                       submitted=now, inputs=tuple(prepared.inputs))
+    record = JobRecord(id=job_id, kind=job.kind, state=JobState.SUBMITTED,
+                       params=job.prepared.params, description=job.description,
+                       submitted=now, inputs=tuple(job.prepared.inputs))
     pipe = conn.pipeline(transaction=True)
-    for name, value in prepared.inputs.items():
+    for name, value in job.prepared.inputs.items():
         base = keys.job_input(job_id, name)
         if isinstance(value, np.ndarray):
             store.put_array(pipe, base, value)
@@ -66,3 +81,8 @@ def submit(conn: redis.Redis, kind_name: str, **params: Any) -> str:
     pipe.rpush(keys.SUBMITTED, job_id)
     pipe.execute()
     return job_id
+
+
+def submit(conn: redis.Redis, kind_name: str, **params: Any) -> str:
+    """Validate a job and write it; returns its id. Nothing is written if it is refused."""
+    return write(conn, validate(kind_name, **params))

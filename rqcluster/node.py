@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from rqcluster.reduce import Reducer
 log = logging.getLogger("rqcluster.node")
 
 MODES = ("assign-reduce", "assign", "reduce", "slave")
+SHUTDOWN_GRACE = 3.0  # seconds a stopping node gives its loops to finish their step
 
 
 def slave_command(slave: str) -> list[str]:
@@ -130,6 +132,9 @@ def _run_loops(loops: list[Callable[[threading.Event], None]], what: str) -> int
     log.info("%s running (pid %d)", what, os.getpid())
     while not stop.wait(0.5):
         pass
+    # Each loop finishes its current step; one stuck retrying a vanished broker is
+    # abandoned (its threads are daemons, and every write it makes is one atomic step).
+    deadline = time.monotonic() + SHUTDOWN_GRACE
     for t in threads:
-        t.join(timeout=5)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
     return 1 if failed.is_set() else 0
