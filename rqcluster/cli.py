@@ -106,7 +106,7 @@ def check_config(ctx: CliContext, as_json: bool) -> None:
                     "share": round(s.performance / sum(x.performance for x in cfg.slaves), 4)}
                    for s in cfg.slaves],
         "redis": {"url": cfg.redis.url, "loopback": cfg.redis.is_loopback(),
-                  "password": "set" if cfg.redis.password() else "none"},
+                  "password": cfg.redis.password_source()},
         "options": {k.replace("_", "-"): v for k, v in vars(cfg.options).items()},
     }
     if as_json:
@@ -120,8 +120,7 @@ def check_config(ctx: CliContext, as_json: bool) -> None:
     for s in cfg.slaves:
         click.echo(f"    {s.name:<16} {s.ip:<15} performance {s.performance:g} "
                    f"({100 * s.performance / total:.0f}% of each job)")
-    pw = "set" if cfg.redis.password() else "none"
-    click.echo(f"  redis           {cfg.redis.url} (password: {pw})")
+    click.echo(f"  redis           {cfg.redis.url} (password: {cfg.redis.password_source()})")
 
 
 @cli.command()

@@ -68,6 +68,15 @@ class RedisSettings:
                                   f"{e.strerror}") from e
         return os.environ.get(self.password_env) or None
 
+    def password_source(self) -> str:
+        """Where the password comes from, for summaries (never the password itself)."""
+        if self.password_file is not None:
+            readable = os.access(self.password_file, os.R_OK)
+            return f"file {self.password_file}" + ("" if readable else " (not readable here)")
+        if os.environ.get(self.password_env):
+            return f"${self.password_env}"
+        return f"none (${self.password_env} is not set)"
+
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "127.0.0.1"

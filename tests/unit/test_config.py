@@ -593,7 +593,7 @@ def test_check_config_json_output_parses_and_describes_the_cluster(
     assert [s["name"] for s in summary["slaves"]] == ["slave1", "slave2"]
     assert sum(s["share"] for s in summary["slaves"]) == pytest.approx(1.0, abs=1e-3)
     assert summary["slaves"][1]["share"] == pytest.approx(2 / 3, abs=1e-3)
-    assert summary["redis"]["password"] == "none"
+    assert summary["redis"]["password"] == f"none (${DEFAULT_PASSWORD_ENV} is not set)"
     assert summary["options"]["units-per-slave"] == Options().units_per_slave
 
 
@@ -601,5 +601,18 @@ def test_check_config_json_never_prints_the_password(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(DEFAULT_PASSWORD_ENV, "hunter2-secret")
     result = CliRunner().invoke(cli, ["-c", str(LOCAL_CONFIG), "check-config", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["redis"]["password"] == "set"
+    assert json.loads(result.stdout)["redis"]["password"] == f"${DEFAULT_PASSWORD_ENV}"
     assert "hunter2-secret" not in result.output
+
+
+def test_check_config_names_a_password_file_it_cannot_read_without_failing(
+        tmp_path: Path) -> None:
+    config = tmp_path / "cluster.json"
+    config.write_text(json.dumps({
+        "master-assign": {"name": "head", "ip": "10.0.0.1"},
+        "master-combine": {"name": "head", "ip": "10.0.0.1"},
+        "slaves": [{"name": "a", "ip": "10.0.0.2", "performance": 1}],
+        "redis": {"url": "redis://10.0.0.1:6379/0", "password-file": "missing-secret"}}))
+    result = CliRunner().invoke(cli, ["-c", str(config), "check-config"])
+    assert result.exit_code == 0, result.output
+    assert f"file {tmp_path / 'missing-secret'} (not readable here)" in result.output
