@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from rqcluster.errors import InputError
+
 
 @dataclass(frozen=True)
 class Items:
@@ -87,6 +89,19 @@ class Kind:
 
     def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
         raise NotImplementedError
+
+    def check_params(self, params: Mapping[str, Any], required: tuple[str, ...],
+                     optional: tuple[str, ...] = ()) -> None:
+        """InputError for an unknown parameter or a missing (or None) required one."""
+        known = required + optional
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise InputError(f"{self.name}: unknown parameter {unknown[0]!r} "
+                             f"(takes {', '.join(known)})")
+        missing = [p for p in required if params.get(p) is None]
+        if missing:
+            raise InputError(f"{self.name}: {missing[0]} is required "
+                             f"(needs {', '.join(required)})")
 
     def describe(self, params: Mapping[str, Any]) -> str:
         """One line saying what the job computes, for status and logs."""

@@ -35,12 +35,7 @@ class MapKind(Kind):
     help = "apply a Python function to every item of a .jsonl/.npy input and reduce"
 
     def prepare(self, **params: Any) -> Prepared:
-        unknown = set(params) - {"function", "items", "reduce"}
-        if unknown:
-            raise InputError(f"map: unknown parameter {sorted(unknown)[0]!r} "
-                             "(takes function, items, reduce)")
-        if params.get("function") is None or params.get("items") is None:
-            raise InputError("map: needs a function and items")
+        self.check_params(params, ("function", "items"), ("reduce",))
         fn = params["function"]
         if isinstance(fn, str):
             fn = import_function(fn, "map function")

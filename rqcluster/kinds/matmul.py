@@ -29,11 +29,7 @@ class MatmulKind(Kind):
     help = "C = A @ B for two 2-D numeric arrays, split into row blocks of A"
 
     def prepare(self, **params: Any) -> Prepared:
-        unknown = set(params) - {"a", "b"}
-        if unknown:
-            raise InputError(f"matmul: unknown parameter {sorted(unknown)[0]!r} (takes a, b)")
-        if "a" not in params or "b" not in params:
-            raise InputError("matmul: needs both a and b (paths to .npy files or arrays)")
+        self.check_params(params, ("a", "b"))
         a = as_array(params["a"], "matmul A")
         b = as_array(params["b"], "matmul B")
         for arr, label in ((a, "A"), (b, "B")):

@@ -43,12 +43,7 @@ class MonteCarloKind(Kind):
     help = "estimate pi from N random points, reproducibly from a seed"
 
     def prepare(self, **params: Any) -> Prepared:
-        unknown = set(params) - {"samples", "seed", "unit_samples"}
-        if unknown:
-            raise InputError(f"montecarlo: unknown parameter {sorted(unknown)[0]!r} "
-                             "(takes samples, seed, unit_samples)")
-        if params.get("samples") is None:
-            raise InputError("montecarlo: samples is required (how many random points)")
+        self.check_params(params, ("samples",), ("seed", "unit_samples"))
         samples = _count("samples", params["samples"], 1, MAX_SAMPLES)
         given = params.get("unit_samples")
         unit = DEFAULT_UNIT_SAMPLES if given is None else _count("unit_samples", given, 1,

@@ -394,7 +394,7 @@ BAD_INPUTS = [
                  id="matmul-directory"),
     pytest.param("matmul", lambda t: {"a": OK_A, "b": OK_B, "c": OK_B},
                  ["unknown parameter 'c'"], id="matmul-unknown-parameter"),
-    pytest.param("matmul", lambda t: {"a": OK_A}, ["needs both a and b"], id="matmul-no-b"),
+    pytest.param("matmul", lambda t: {"a": OK_A}, ["b is required"], id="matmul-no-b"),
     # montecarlo
     pytest.param("montecarlo", lambda t: {"samples": 0}, ["samples", "got 0"],
                  id="montecarlo-zero-samples"),
@@ -457,7 +457,7 @@ BAD_INPUTS = [
                  ["bad.jsonl:2", "not valid JSON"], id="map-bad-jsonl-line"),
     pytest.param("map", lambda t: {"function": square, "items": _text_file(t, "x.csv", "1,2")},
                  [".jsonl", ".npy"], id="map-csv-file"),
-    pytest.param("map", lambda t: {"function": square}, ["needs a function and items"],
+    pytest.param("map", lambda t: {"function": square}, ["items is required"],
                  id="map-no-items"),
     pytest.param("map", lambda t: {"function": square, "items": [1], "chunk": 3},
                  ["unknown parameter 'chunk'"], id="map-unknown-parameter"),
