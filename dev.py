@@ -33,7 +33,7 @@ def ensure_venv() -> None:
         print(f"creating {VENV}", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing rqcluster and its test tools into .venv (once)", file=sys.stderr)
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pip = [str(BIN / "python"), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(wanted)
