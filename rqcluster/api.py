@@ -28,7 +28,6 @@ from rqcluster.connection import connect
 from rqcluster.errors import InputError
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord
-from rqcluster.npyfile import save_npy
 
 
 class Cluster:
@@ -104,11 +103,11 @@ class JobHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the job and return its result (JobFailed / JobTimeout otherwise)."""
         jobs.raise_for_state(self.wait(timeout))
-        value = jobs.get_result(self.cluster.conn, self.id)
+        value = jobs.get_result(self.cluster.conn, self.id, out=self.out)
+        if isinstance(value, jobs.ArrayFile):
+            return value.path
         if self._transform is not None:
             value = self._transform(value)
-        if self.out is not None:
-            return save_npy(self.out, value)
         return value
 
     def cancel(self) -> bool:

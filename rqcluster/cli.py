@@ -25,7 +25,6 @@ from rqcluster.connection import connect
 from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord, JobState
-from rqcluster.npyfile import save_npy
 from rqcluster.progress import ProgressReporter
 
 SMALL_ARRAY = 10_000
@@ -260,32 +259,34 @@ def _show_result(ctx: CliContext, record: JobRecord, output: Path | None,
             click.echo(json.dumps({"job": record.id, "state": record.state.value,
                                    "error": record.error, "elapsed": elapsed}))
         jobs.raise_for_state(record)
-    value = jobs.get_result(ctx.conn, record.id)
-    if isinstance(value, np.ndarray) and output is not None:
-        save_npy(output, value)
+    value = jobs.get_result(ctx.conn, record.id, out=output)
     if as_json:
         click.echo(json.dumps({"job": record.id, "state": "done", "elapsed": round(elapsed, 6),
                                "params": record.params, "result": _jsonable(value, output)}))
         return
-    if isinstance(value, np.ndarray):
-        if output is not None:
-            click.echo(f"wrote {output} ({_shape(value)} {value.dtype})", err=True)
-            click.echo(str(output))
-        else:
-            click.echo(np.array2string(value, threshold=64))
-            click.echo(f"({_shape(value)} {value.dtype}; use -o FILE.npy to save it)", err=True)
+    if isinstance(value, jobs.ArrayFile):
+        click.echo(f"wrote {value.path} ({_shape(value.shape)} {value.dtype})", err=True)
+        click.echo(str(value.path))
+    elif isinstance(value, np.ndarray):
+        click.echo(np.array2string(value, threshold=64))
+        click.echo(f"({_shape(value.shape)} {value.dtype}; use -o FILE.npy to save it)",
+                   err=True)
     elif isinstance(value, float | int | str):
         click.echo(value)
     else:
         click.echo(json.dumps(_jsonable(value, None)))
+    if output is not None and not isinstance(value, jobs.ArrayFile):
+        click.echo(f"(-o {output} ignored: the result is not an array)", err=True)
     click.echo(f"job {record.id} done in {elapsed:.2f} s", err=True)
 
 
-def _shape(arr: np.ndarray) -> str:
-    return "x".join(str(n) for n in arr.shape) or "scalar"
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape) or "scalar"
 
 
 def _jsonable(value: Any, output: Path | None) -> Any:
+    if isinstance(value, jobs.ArrayFile):
+        return {"shape": list(value.shape), "dtype": str(value.dtype), "file": str(value.path)}
     if isinstance(value, np.ndarray):
         doc: dict[str, Any] = {"shape": list(value.shape), "dtype": str(value.dtype)}
         if output is not None:

@@ -7,16 +7,20 @@ Redis client and a job id and never prints.
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 
 from rqcluster import codec, keys, store
-from rqcluster.errors import JobFailed, JobTimeout, NoSuchJob
+from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
 from rqcluster.models import JobRecord, JobState
+from rqcluster.npyfile import save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
 
 
@@ -112,10 +116,65 @@ def format_error(record: JobRecord) -> str:
     return text
 
 
-def get_result(conn: redis.Redis, job_id: str) -> Any:
-    """The combined result of a done job (JobFailed if it failed or was cancelled)."""
+@dataclass(frozen=True)
+class ArrayFile:
+    """An array result written to a .npy file on this machine."""
+
+    path: Path
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
+# Partials of a stacked result fetched per round trip: bounds the reader's memory.
+STACK_BATCH = 4
+
+
+def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | None = None
+               ) -> Any:
+    """The result of a done job (JobFailed if it failed or was cancelled).
+
+    With ``out``, an array result is written to that .npy file instead (a stacked result
+    block by block, never whole in memory) and an ``ArrayFile`` is returned."""
     raise_for_state(get_record(conn, job_id))
-    return codec.decode(store.get_blob(conn, keys.job_result(job_id)))
+    base = keys.job_result(job_id)
+    meta = store.read_meta(conn, base)
+    if meta["type"] == "stack":
+        dtype, shape = np.dtype(meta["dtype"]), tuple(meta["shape"])
+        blocks = _stacked_blocks(conn, job_id, meta, dtype, shape)
+        if out is not None:
+            return ArrayFile(save_npy_blocks(out, dtype, shape, blocks), dtype, shape)
+        result = np.empty(shape, dtype=dtype)
+        row = 0
+        for block in blocks:
+            result[row:row + len(block)] = block
+            row += len(block)
+        return result
+    value = codec.decode(store.get_blob(conn, base))
+    if out is not None and isinstance(value, np.ndarray):
+        return ArrayFile(save_npy(out, value), value.dtype, value.shape)
+    return value
+
+
+def _stacked_blocks(conn: redis.Redis, job_id: str, meta: dict[str, Any],
+                    dtype: np.dtype[Any], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """The row blocks of a stacked result in unit order, checked against its layout."""
+    units = int(meta["units"])
+    rows = 0
+    for start in range(0, units, STACK_BATCH):
+        batch = [str(i) for i in range(start, min(start + STACK_BATCH, units))]
+        raws = conn.hmget(keys.partials(job_id), batch)
+        for unit, raw in zip(batch, raws, strict=True):
+            if raw is None:
+                raise NoSuchJob(f"job {job_id}: block {unit} of its result is gone (expired?)")
+            block = codec.decode(raw)
+            if not isinstance(block, np.ndarray) or block.dtype != dtype \
+                    or block.shape[1:] != shape[1:]:
+                raise DecodeError(f"job {job_id}: block {unit} does not fit a {dtype} "
+                                  f"result of shape {shape}")
+            rows += len(block)
+            yield block
+    if rows != shape[0]:
+        raise DecodeError(f"job {job_id}: result blocks hold {rows} rows, expected {shape[0]}")
 
 
 def end_job(conn: redis.Redis, job_id: str, state: JobState,
@@ -134,17 +193,21 @@ def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
     return end_job(conn, job_id, JobState.CANCELLED, ttl=ttl)
 
 
-def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None) -> None:
+def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None,
+            keep_partials: bool = False) -> None:
     """Free what a finished job no longer needs: delete its inputs, units and partials;
-    keep the record, per-slave counts and result for ``ttl`` seconds."""
+    keep the record, per-slave counts and result (with ``keep_partials``, the partials are
+    the result) for ``ttl`` seconds."""
     record = get_record(conn, job_id)
-    doomed = [keys.units(job_id), keys.partials(job_id), keys.folded(job_id)]
+    doomed = [keys.units(job_id), keys.folded(job_id)]
+    kept = [keys.job(job_id), keys.slave_counts(job_id)]
+    (kept if keep_partials else doomed).append(keys.partials(job_id))
     for name in record.inputs:
         doomed += store.keys_of(conn, keys.job_input(job_id, name))
     p = pipe if pipe is not None else conn.pipeline(transaction=False)
     p.delete(*doomed)
     p.srem(keys.COMBINE_READY, job_id)
-    for key in (keys.job(job_id), keys.slave_counts(job_id)):
+    for key in kept:
         p.expire(key, ttl)
     if pipe is None:
         p.execute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,42 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return arr
 
 
-def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> Path:
-    """Write ``arr`` to ``path`` atomically (temp file + rename): never a half-written file."""
-    p = Path(path)
+def _check_output(p: Path) -> None:
     if p.suffix != ".npy":
         raise InputError(f"output: {p} must end in .npy")
     if not p.parent.exists():
         raise InputError(f"output: directory {p.parent} does not exist")
+
+
+def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: tuple[int, ...],
+                    blocks: Iterable[np.ndarray]) -> Path:
+    """Write an array given as consecutive row blocks straight into a .npy file, so the
+    whole array is never in memory; atomic like ``save_npy``."""
+    p = Path(path)
+    _check_output(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        row = 0
+        for block in blocks:
+            out[row:row + len(block)] = block
+            row += len(block)
+        if row != (shape[0] if shape else 0):
+            raise InputError(f"output: blocks hold {row} rows, expected {shape[0]}")
+        out.flush()
+        del out
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> Path:
+    """Write ``arr`` to ``path`` atomically (temp file + rename): never a half-written file."""
+    p = Path(path)
+    _check_output(p)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:

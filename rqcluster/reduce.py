@@ -13,18 +13,20 @@ combiner are combined by the next one.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
 
 from rqcluster import codec, jobdata, keys, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
-from rqcluster.kinds import get_kind
+from rqcluster.kinds import Kind, get_kind
 from rqcluster.models import JobRecord, JobState
 from rqcluster.scripts import FOLD_ENTRY
 
@@ -135,12 +137,14 @@ class Reducer:
     def _combine(self, record: JobRecord) -> bool:
         job_id = record.id
         ttl = self.config.options.result_ttl
+        kind = get_kind(record.kind)
+        if kind.stacked:
+            return self._finish_stacked(record, kind, ttl)
         try:
             raw = self.conn.hgetall(keys.partials(job_id))
             if len(raw) != record.total:
                 raise RuntimeError(f"{len(raw)} partials stored for {record.total} units")
             partials = [codec.decode(raw[k]) for k in sorted(raw, key=int)]
-            kind = get_kind(record.kind)
             result = kind.combine(record.params, partials, jobdata.JobInputs(self.conn, job_id))
             encoded = codec.encode(result)
         except Exception as e:
@@ -152,7 +156,20 @@ class Reducer:
             jobdata.forget(job_id)
         return self._finish(job_id, encoded, ttl)
 
-    def _finish(self, job_id: str, encoded: bytes, ttl: int) -> bool:
+    def _finish_stacked(self, record: JobRecord, kind: Kind, ttl: int) -> bool:
+        """A stacked result: the partials already are its blocks; record its layout."""
+        count = self.conn.hlen(keys.partials(record.id))
+        if count != record.total:
+            end_job(self.conn, record.id, JobState.FAILED,
+                    {"message": f"combine failed: {count} partials for {record.total} units"},
+                    ttl)
+            return False
+        dtype, shape = kind.result_layout(record.params)
+        meta = {"type": "stack", "dtype": dtype.str, "shape": list(shape), "units": count}
+        return self._finish(record.id, None, ttl, meta)
+
+    def _finish(self, job_id: str, encoded: bytes | None, ttl: int,
+                stack: dict[str, Any] | None = None) -> bool:
         job_key = keys.job(job_id)
         with self.conn.pipeline(transaction=True) as pipe:
             try:
@@ -162,10 +179,14 @@ class Reducer:
                     self.conn.srem(keys.COMBINE_READY, job_id)
                     return False
                 pipe.multi()
-                store.put_blob(pipe, keys.job_result(job_id), encoded, ttl=ttl)
+                if stack is not None:
+                    pipe.set(keys.job_result(job_id), json.dumps(stack), ex=ttl)
+                else:
+                    assert encoded is not None
+                    store.put_blob(pipe, keys.job_result(job_id), encoded, ttl=ttl)
                 pipe.hset(job_key, mapping={"state": JobState.DONE.value,
                                             "finished": repr(time.time())})
-                release(self.conn, job_id, ttl, pipe=pipe)
+                release(self.conn, job_id, ttl, pipe=pipe, keep_partials=stack is not None)
                 pipe.execute()
             except redis.WatchError:
                 return False

@@ -75,6 +75,11 @@ class Kind:
 
     name: ClassVar[str]
     help: ClassVar[str]
+    # True when the result is the partials (arrays) stacked along axis 0 in unit order.
+    # The combiner then leaves the partials where the slaves wrote them and readers
+    # assemble them block by block: the result's bytes never pass through the combiner,
+    # and ``result -o`` streams them into the file. ``result_layout`` gives dtype and shape.
+    stacked: ClassVar[bool] = False
 
     def prepare(self, **params: Any) -> Prepared:
         raise NotImplementedError
@@ -88,6 +93,10 @@ class Kind:
         raise NotImplementedError
 
     def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
+        raise NotImplementedError
+
+    def result_layout(self, params: Mapping[str, Any]) -> tuple[np.dtype[Any], tuple[int, ...]]:
+        """Dtype and shape of a stacked result (only for ``stacked`` kinds)."""
         raise NotImplementedError
 
     def check_params(self, params: Mapping[str, Any], required: tuple[str, ...],

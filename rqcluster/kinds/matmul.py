@@ -27,6 +27,7 @@ MAX_BLOCK_BYTES = 256 * 1024 * 1024
 class MatmulKind(Kind):
     name = "matmul"
     help = "C = A @ B for two 2-D numeric arrays, split into row blocks of A"
+    stacked = True
 
     def prepare(self, **params: Any) -> Prepared:
         self.check_params(params, ("a", "b"))
@@ -60,15 +61,18 @@ class MatmulKind(Kind):
         lo, hi = spec["rows"]
         block = inputs.array("a", rows=(lo, hi))
         b = inputs.array("b")
-        return {"rows": [lo, hi], "c": np.matmul(block, b)}
+        return np.matmul(block, b)
+
+    def result_layout(self, params: Mapping[str, Any]) -> tuple[np.dtype[Any], tuple[int, ...]]:
+        return np.dtype(params["dtype"]), (params["a_shape"][0], params["b_shape"][1])
 
     def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
-        rows = params["a_shape"][0]
-        cols = params["b_shape"][1]
-        out = np.empty((rows, cols), dtype=np.dtype(params["dtype"]))
-        for part in partials:
-            lo, hi = part["rows"]
-            out[lo:hi] = part["c"]
+        dtype, shape = self.result_layout(params)
+        out = np.empty(shape, dtype=dtype)
+        row = 0
+        for block in partials:
+            out[row:row + len(block)] = block
+            row += len(block)
         return out
 
     def describe(self, params: Mapping[str, Any]) -> str:

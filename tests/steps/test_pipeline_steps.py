@@ -234,3 +234,31 @@ def test_the_job_record_keeps_params_and_description(redis_conn, config):
     assert record.params["seed"] == 5 and record.params["samples"] == 10
     assert "10 samples" in record.description
     assert json.loads(redis_conn.hget(keys.job(job_id), "inputs")) == []
+
+
+def test_a_stacked_result_streams_block_by_block_into_the_output_file(redis_conn, config,
+                                                                       tmp_path):
+    a = np.arange(90 * 6, dtype=np.int32).reshape(90, 6)
+    b = np.arange(6 * 4, dtype=np.int64).reshape(6, 4)
+    job_id = enqueue.submit(redis_conn, "matmul", a=a, b=b)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    saved = get_result(redis_conn, job_id, out=tmp_path / "c.npy")
+    assert saved.path == tmp_path / "c.npy" and saved.shape == (90, 4)
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), a @ b)
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.npy"]  # no temp file left behind
+    # The blocks are the result: kept (with the result's expiry), inputs freed.
+    assert redis_conn.hlen(keys.partials(job_id)) == get_record(redis_conn, job_id).total
+    assert 0 < redis_conn.ttl(keys.partials(job_id)) <= config.options.result_ttl
+    assert not redis_conn.exists(keys.job_input(job_id, "a"), keys.units(job_id))
+
+
+def test_a_result_the_kind_combines_is_stored_once_and_the_partials_freed(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "map", function=abs, items=[-3, 4, -5], reduce="sum")
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    assert get_result(redis_conn, job_id) == 12
+    assert not redis_conn.exists(keys.partials(job_id), keys.folded(job_id))
+    assert 0 < redis_conn.ttl(keys.job(job_id)) <= config.options.result_ttl
