@@ -65,9 +65,12 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     except Exception as e:
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
-    remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.partials(job_id),
-                          keys.slave_counts(job_id), keys.RESULTS_STREAM,
-                          job_id, index, slave, partial, f"{took:.6f}")
+    try:
+        remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.partials(job_id),
+                              keys.slave_counts(job_id), keys.RESULTS_STREAM,
+                              job_id, index, slave, partial, f"{took:.6f}")
+    except redis.ResponseError as e:  # e.g. a partial over Redis's value limit: final
+        return _fail(conn, job_id, index, slave, e)
     if remaining == -2:
         return f"duplicate: unit {index} of job {job_id} was already done"
     if remaining == -1:

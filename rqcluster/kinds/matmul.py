@@ -19,8 +19,9 @@ from rqcluster.errors import InputError
 from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
 from rqcluster.npyfile import as_array
 
-# A unit's block of A stays under this many bytes, whatever the cluster size, so one
-# unit never needs more memory than a slave can spare.
+# A unit's blocks of A and of C stay under this many bytes, whatever the cluster size, so
+# one unit never needs more memory than a slave can spare and a partial stays well below
+# Redis's 512 MB value limit.
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 
 
@@ -49,7 +50,8 @@ class MatmulKind(Kind):
     def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
               units_per_slave: int) -> list[Unit]:
         rows, cols = params["a_shape"]
-        row_bytes = max(1, cols * np.dtype(params["dtype"]).itemsize)
+        # Bytes per row of the larger of A's block and C's block.
+        row_bytes = max(1, max(cols, params["b_shape"][1]) * np.dtype(params["dtype"]).itemsize)
         n = placement.unit_count(rows, shares, units_per_slave)
         n = max(n, min(rows, math.ceil(rows * row_bytes / MAX_BLOCK_BYTES)))
         owners = placement.deal(n, shares)
