@@ -64,7 +64,14 @@ class MapKind(Kind):
                 inputs: Inputs) -> Any:
         lo, hi = spec["items"]
         fn = inputs.function("function")
-        values = [fn(item) for item in _items(params, inputs, lo, hi)]
+        values = []
+        for offset, item in enumerate(_items(params, inputs, lo, hi)):
+            try:
+                values.append(fn(item))
+            except Exception as e:
+                e.add_note(f"(rqcluster: while applying {params['function']} to item "
+                           f"{lo + offset} of the input)")
+                raise
         if params["reduce"] == "list":
             return values
         if not values:
