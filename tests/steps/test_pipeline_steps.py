@@ -173,6 +173,7 @@ def test_an_exception_in_user_code_fails_the_job_with_the_remote_traceback(redis
     assert record.state is JobState.FAILED
     assert record.error["message"] == "ValueError: bad item 7"
     assert "Traceback" in record.error["traceback"] and "explode" in record.error["traceback"]
+    assert "to item 7 of the input" in record.error["traceback"]
     with pytest.raises(JobFailed, match="bad item 7"):
         raise_for_state(record)
     assert get_status(redis_conn, job_id).record.state is JobState.FAILED
