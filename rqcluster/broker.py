@@ -7,6 +7,7 @@ on the command line where `ps` would show it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import ipaddress
 import os
@@ -33,6 +34,7 @@ _LOG_TAIL_LINES = 20
 _LOG_TAIL_BYTES = 8192
 _POLL_INTERVAL = 0.05
 _WILDCARD_PROBES = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class BrokerError(RQClusterError):
@@ -116,6 +118,19 @@ def default_data_dir(port: int) -> pathlib.Path:
     if xdg:
         return pathlib.Path(xdg).expanduser() / "rqcluster" / name
     return pathlib.Path.home() / ".local" / "share" / "rqcluster" / name
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: ask Linux to SIGTERM it when its parent dies.
+
+    A child in its own session survives its parent; without this, a SIGKILLed demo, test
+    run or `rqcluster broker` would leave its redis-server running forever. Elsewhere
+    (no prctl), a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -352,6 +367,7 @@ class Broker:
                 stderr=log_fd,
                 cwd=self.data_dir,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as exc:
             raise BrokerError(f"cannot run {executable}: {exc}") from exc

@@ -19,14 +19,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rqcluster import liveness
-from rqcluster.api import Cluster
-from rqcluster.broker import Broker, free_port
+from rqcluster.api import Cluster, JobHandle
+from rqcluster.broker import Broker, die_with_parent, free_port
 from rqcluster.config import ClusterConfig, load_config
-from rqcluster.errors import RQClusterError
+from rqcluster.errors import JobTimeout, RQClusterError
 
 Say = Callable[[str], None]
 
@@ -68,20 +69,26 @@ class LocalCluster:
             [sys.executable, "-m", "rqcluster", "-c", str(self.config_path), "node",
              "--mode", mode, "--name", name],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
 
     def _wait_for_slaves(self, timeout: float) -> None:
         cluster = Cluster(self.config)
         deadline = time.monotonic() + timeout
         want = {s.name for s in self.config.slaves}
         while set(liveness.live_slaves(cluster.conn, self.config)) != want:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RQClusterError(f"node {name} exited with status {proc.returncode}:\n"
-                                         + self.log_tail(name))
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise RQClusterError(f"slaves not up after {timeout:g} s")
             time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        """RQClusterError with the node's log tail if any process of the cluster exited."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RQClusterError(f"node {name} exited with status {proc.returncode}:\n"
+                                     + self.log_tail(name))
+        if not self.broker.is_running():
+            raise RQClusterError("the demo's redis-server exited")
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.logs / f"{name}.log"
@@ -118,7 +125,8 @@ def run_demo(config_path: Path, size: int = 2048, samples: int = 100_000_000,
             f"{local.broker.url} (AOF on), master {local.config.master_assign.name}, "
             f"slaves {slaves}")
         cluster = Cluster(local.config)
-        ok = _matmul(cluster, workdir, size, say) & _montecarlo(cluster, samples, say)
+        ok = _matmul(cluster, local, workdir, size, say) \
+            & _montecarlo(cluster, local, samples, say)
         if keep_running:
             say(f"cluster still running; config {local.config_path}; Ctrl-C to stop")
             stop_signals = {signal.SIGINT, signal.SIGTERM}
@@ -135,7 +143,21 @@ def run_demo(config_path: Path, size: int = 2048, samples: int = 100_000_000,
     return 0 if ok else 1
 
 
-def _matmul(cluster: Cluster, workdir: Path, size: int, say: Say) -> bool:
+def _await(job: JobHandle, local: LocalCluster, timeout: float = 900) -> Any:
+    """The job's result, checking every second that no process of the cluster died (the
+    demo must fail with the dead node's log, not wait out its timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return job.result(timeout=1.0)
+        except JobTimeout:
+            local.check_alive()
+            if time.monotonic() > deadline:
+                raise
+
+
+def _matmul(cluster: Cluster, local: LocalCluster, workdir: Path, size: int,
+            say: Say) -> bool:
     rng = np.random.default_rng(2048)
     a, b = rng.random((size, size)), rng.random((size, size))
     np.save(workdir / "A.npy", a)
@@ -144,7 +166,7 @@ def _matmul(cluster: Cluster, workdir: Path, size: int, say: Say) -> bool:
     t0 = time.perf_counter()
     job = cluster.submit("matmul", a=workdir / "A.npy", b=workdir / "B.npy",
                          out=workdir / "C.npy")
-    job.result(timeout=900)
+    _await(job, local)
     took = time.perf_counter() - t0
     st = job.status()
     c = np.load(workdir / "C.npy")
@@ -160,11 +182,11 @@ def _matmul(cluster: Cluster, workdir: Path, size: int, say: Say) -> bool:
     return ok
 
 
-def _montecarlo(cluster: Cluster, samples: int, say: Say) -> bool:
+def _montecarlo(cluster: Cluster, local: LocalCluster, samples: int, say: Say) -> bool:
     say(f"\nmontecarlo: pi from {samples:,} random points, seed 2026")
     t0 = time.perf_counter()
     job = cluster.submit("montecarlo", samples=samples, seed=2026)
-    estimate = job.result(timeout=900)
+    estimate = _await(job, local)
     took = time.perf_counter() - t0
     st = job.status()
     error = abs(estimate - math.pi)
