@@ -345,6 +345,9 @@ def _print_status(st: JobStatus) -> None:
                f"{'in all' if r.finished else 'so far'})")
     if st.per_slave:
         click.echo("  slaves     " + ", ".join(f"{s}: {n}" for s, n in st.per_slave.items()))
+    if r.fetched:
+        click.echo("  fetched    " + ", ".join(f"{name} x{n}" for name, n in r.fetched.items())
+                   + "  (whole inputs, once per slave process)")
     if r.error:
         click.echo(f"  error      {jobs.format_error(r)}")
 

@@ -49,8 +49,14 @@ class JobInputs:
         base = keys.job_input(self.job_id, name)
         if rows is None:
             return _cached((self.job_id, "array", name),  # type: ignore[no-any-return]
-                           lambda: store.get_array(self.conn, base))
+                           lambda: self._counted(name, store.get_array(self.conn, base)))
         return store.get_array(self.conn, base, rows=rows)
+
+    def _counted(self, name: str, value: Any) -> Any:
+        """Count a whole-input fetch in the job record (``fetched:NAME``), so `status`
+        shows that B of a matmul was fetched once per slave, not once per unit."""
+        self.conn.hincrby(keys.job(self.job_id), f"fetched:{name}", 1)
+        return value
 
     def items(self, name: str, start: int, stop: int) -> list[Any]:
         return store.get_items(self.conn, keys.job_input(self.job_id, name), start, stop)
@@ -58,4 +64,5 @@ class JobInputs:
     def function(self, name: str) -> Callable[..., Any]:
         base = keys.job_input(self.job_id, name)
         return _cached((self.job_id, "function", name),  # type: ignore[no-any-return]
-                       lambda: unpack_function(store.get_blob(self.conn, base)))
+                       lambda: self._counted(name, unpack_function(
+                           store.get_blob(self.conn, base))))

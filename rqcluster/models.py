@@ -51,6 +51,7 @@ class JobRecord:
     finished: float | None = None
     error: dict[str, Any] | None = None
     waiting: str | None = None
+    fetched: dict[str, int] = field(default_factory=dict)  # whole-input fetches by name
 
     @property
     def done_units(self) -> int:
@@ -98,6 +99,8 @@ class JobRecord:
                 submitted=float(f["submitted"]), inputs=tuple(inputs), stages=tuple(stages),
                 error=json.loads(f["error"]) if "error" in f else None,
                 waiting=f.get("waiting"), started=opt("started"), finished=opt("finished"),
+                fetched={k.removeprefix("fetched:"): int(v) for k, v in f.items()
+                         if k.startswith("fetched:")},
                 total=None if total is None else int(total),
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:

@@ -122,6 +122,9 @@ def test_status_json_shows_every_unit_done_and_spread_over_both_slaves(
     assert sum(st["per_slave"].values()) == st["total"]
     assert set(st["per_slave"]) == {"slave1", "slave2"}
     assert min(st["per_slave"].values()) > 0
+    # B is stored once and fetched once per slave (not once per unit); A by row blocks.
+    assert st["fetched"] == {"b": 2}
+    assert st["total"] > 2
 
 
 # --- montecarlo -----------------------------------------------------------------------------
