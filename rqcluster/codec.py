@@ -42,15 +42,15 @@ def check_numeric_dtype(dtype: np.dtype[Any], what: str) -> None:
                          "dtype (int, uint, float, complex, bool)")
 
 
-def encode(value: Any) -> bytes:
-    """Encode a value; InputError naming the first unsupported object otherwise."""
-    return b"".join(encode_parts(value))
+def encode(value: Any, where: str = "value") -> bytes:
+    """Encode a value; InputError naming ``where`` and the first unsupported object."""
+    return b"".join(encode_parts(value, where))
 
 
-def encode_parts(value: Any) -> list[bytes | memoryview]:
+def encode_parts(value: Any, where: str = "value") -> list[bytes | memoryview]:
     """Like ``encode`` but leaves array buffers uncopied, for writers that take parts."""
     arrays: list[np.ndarray] = []
-    tree = _to_tree(value, arrays, "value")
+    tree = _to_tree(value, arrays, where)
     header = json.dumps({"v": tree, "a": [[a.dtype.str, list(a.shape)] for a in arrays]},
                         separators=(",", ":")).encode()
     parts: list[bytes | memoryview] = [MAGIC, struct.pack(">BI", VERSION, len(header)), header]
@@ -93,7 +93,8 @@ def _to_tree(value: Any, arrays: list[np.ndarray], where: str) -> Any:
                                                                       f"{where}[{k!r}]")
         return out
     raise InputError(f"{where}: cannot send a {type(value).__module__}.{type(value).__qualname__}"
-                     " between nodes; return numbers, strings, lists, dicts or numpy arrays")
+                     " between nodes (only numbers, strings, lists, dicts and numpy arrays "
+                     "travel)")
 
 
 def _scalar(value: np.generic, arrays: list[np.ndarray], where: str) -> Any:

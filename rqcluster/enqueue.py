@@ -73,7 +73,7 @@ def write(conn: redis.Redis, job: ValidatedJob) -> str:
         if isinstance(value, np.ndarray):
             store.put_array(pipe, base, value)
         elif isinstance(value, Items):
-            store.put_items(pipe, base, value.lines)
+            store.put_items(pipe, base, value.lines, fmt=value.format)
         else:
             store.put_blob(pipe, base, value.blob)
     pipe.hset(keys.job(job_id), mapping=record.encode())

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from rqcluster import codec
 from rqcluster.codec import bytes_view, check_numeric_dtype
 from rqcluster.errors import DecodeError, InputError, NoSuchJob
 
@@ -42,13 +43,19 @@ def put_blob(pipe: Any, base: str, data: bytes | memoryview, chunk: int = CHUNK_
     _put_bytes(pipe, base, memoryview(data).cast("B"), chunk, {"type": "blob"}, ttl)
 
 
+ITEM_FORMATS = ("json", "codec")
+
+
 def put_items(pipe: Any, base: str, lines: list[bytes], chunk: int = CHUNK_BYTES,
-              ttl: int | None = None) -> None:
-    """Queue the writes that store a list of JSON-encoded items (one ``bytes`` each)."""
+              ttl: int | None = None, fmt: str = "json") -> None:
+    """Queue the writes that store a list of encoded items (one ``bytes`` each), each a
+    JSON document (``fmt="json"``) or an ``rqcluster.codec`` value (``fmt="codec"``)."""
+    if fmt not in ITEM_FORMATS:
+        raise ValueError(f"unknown item format {fmt!r}")
     offsets = np.zeros(len(lines) + 1, dtype="<i8")
     np.cumsum([len(line) for line in lines], out=offsets[1:])
     _put_bytes(pipe, base, memoryview(b"".join(lines)), chunk,
-               {"type": "items", "count": len(lines)}, ttl)
+               {"type": "items", "count": len(lines), "format": fmt}, ttl)
     put_array(pipe, f"{base}:offsets", offsets, chunk, ttl)
 
 
@@ -137,13 +144,14 @@ def get_blob(conn: redis.Redis, base: str) -> bytes:
 
 
 def get_items(conn: redis.Redis, base: str, start: int, stop: int) -> list[Any]:
-    """Items [start, stop) of a stored item list, decoded from JSON."""
+    """Items [start, stop) of a stored item list, decoded."""
     meta = read_meta(conn, base)
     offsets = get_array(conn, f"{base}:offsets", rows=(start, stop + 1))
     lo, hi = int(offsets[0]), int(offsets[-1])
     data = _read_range(conn, base, meta, lo, hi)
     rel = offsets - lo
-    return [json.loads(data[rel[i]:rel[i + 1]]) for i in range(stop - start)]
+    decode = codec.decode if meta.get("format") == "codec" else json.loads
+    return [decode(data[rel[i]:rel[i + 1]]) for i in range(stop - start)]
 
 
 def keys_of(conn: redis.Redis, base: str) -> list[str]:

@@ -27,9 +27,11 @@ from rqcluster.errors import InputError
 
 @dataclass(frozen=True)
 class Items:
-    """A list input: each item already encoded as one JSON document (bytes)."""
+    """A list input: each item already encoded, as one JSON document (a .jsonl line) or as
+    an ``rqcluster.codec`` value (Python lists: numpy arrays and scalars allowed)."""
 
     lines: list[bytes]
+    format: str = "json"
 
 
 @dataclass(frozen=True)

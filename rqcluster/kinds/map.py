@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rqcluster import placement
+from rqcluster import codec, placement
 from rqcluster.errors import InputError
 from rqcluster.functions import describe, import_function, pack_function
 from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Unit
@@ -142,17 +142,13 @@ def _prepare_items(items: Any, inputs: dict[str, Any]) -> dict[str, Any]:
     except TypeError:
         raise InputError(f"map input: expected a list, range, array or file path, got "
                          f"{type(items).__name__}") from None
-    lines = []
-    for i, v in enumerate(values):
-        try:
-            lines.append(json.dumps(v, separators=(",", ":"), allow_nan=True).encode())
-        except (TypeError, ValueError) as e:
-            raise InputError(f"map input: item {i} is not JSON-serialisable: {e}") from None
-    return _store_lines(lines, inputs)
+    lines = [codec.encode(v, f"map input: item {i}") for i, v in enumerate(values)]
+    return _store_lines(lines, inputs, "codec")
 
 
-def _store_lines(lines: list[bytes], inputs: dict[str, Any]) -> dict[str, Any]:
-    inputs["items"] = Items(lines)
+def _store_lines(lines: list[bytes], inputs: dict[str, Any], fmt: str = "json"
+                 ) -> dict[str, Any]:
+    inputs["items"] = Items(lines, fmt)
     return {"source": "items", "count": len(lines)}
 
 

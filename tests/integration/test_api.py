@@ -172,3 +172,12 @@ def test_a_failing_task_raises_job_failed_with_the_remote_traceback(api: Cluster
     assert "ZeroDivisionError" in message
     assert "Traceback" in message
     assert "fragile" in message  # the remote frame of the user's function
+
+
+def test_task_compute_takes_a_numpy_array_and_returns_one(api: Cluster) -> None:
+    @api.task
+    def normalise(v):
+        return v / v.sum()
+
+    got = normalise.compute(np.array([1.0, 3.0]), timeout=60)
+    np.testing.assert_array_equal(got, np.array([0.25, 0.75]))

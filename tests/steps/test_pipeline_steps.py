@@ -263,3 +263,13 @@ def test_a_result_the_kind_combines_is_stored_once_and_the_partials_freed(redis_
     assert get_result(redis_conn, job_id) == 12
     assert not redis_conn.exists(keys.partials(job_id), keys.folded(job_id))
     assert 0 < redis_conn.ttl(keys.job(job_id)) <= config.options.result_ttl
+
+
+def test_map_items_may_be_numpy_arrays_and_scalars_from_the_python_api(redis_conn, config):
+    items = [np.arange(3) * i for i in range(5)] + [np.int64(7) * np.ones(3, dtype=np.int64)]
+    job_id = enqueue.submit(redis_conn, "map", function=np.square, items=items, reduce="sum")
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    np.testing.assert_array_equal(get_result(redis_conn, job_id),
+                                  sum(np.square(x) for x in items))

@@ -50,7 +50,8 @@ class MemoryInputs:
         items = self._inputs[name]
         assert isinstance(items, Items), f"input {name!r} is not an item list"
         assert 0 <= start <= stop <= len(items.lines)
-        return [json.loads(line) for line in items.lines[start:stop]]
+        decode = codec.decode if items.format == "codec" else json.loads
+        return [decode(line) for line in items.lines[start:stop]]
 
     def function(self, name: str) -> Callable[..., Any]:
         fn = self._inputs[name]
@@ -439,9 +440,9 @@ BAD_INPUTS = [
     pytest.param("map", lambda t: {"function": 42, "items": [1]}, ["function"],
                  id="map-function-not-callable"),
     pytest.param("map", lambda t: {"function": square, "items": [1, {2, 3}]},
-                 ["item 1", "not JSON-serialisable"], id="map-set-item"),
+                 ["item 1", "cannot send a builtins.set"], id="map-set-item"),
     pytest.param("map", lambda t: {"function": square, "items": [object()]},
-                 ["item 0", "not JSON-serialisable"], id="map-object-item"),
+                 ["item 0", "cannot send a builtins.object"], id="map-object-item"),
     pytest.param("map", lambda t: {"function": square, "items": 5}, ["int"],
                  id="map-items-not-iterable"),
     pytest.param("map", lambda t: {"function": square, "items": np.float64(3.0)},
