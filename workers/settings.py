@@ -3,16 +3,23 @@
 Reads the cluster config named by $RQCLUSTER_CONFIG (default config/local.json) and the
 slave name from $RQCLUSTER_NODE (default: the node matching this host), and gives RQ the
 Redis URL and this slave's queue. The URL carries the password only in memory.
+A bad config or a name that is not a slave stops the worker with one line, exit 2.
 """
 
 import os
+import sys
 
 from rqcluster import keys
 from rqcluster.config import load_config
 from rqcluster.connection import worker_url
+from rqcluster.errors import RQClusterError
 
-CONFIG = load_config(os.environ.get("RQCLUSTER_CONFIG"))
-SLAVE = CONFIG.slave(CONFIG.this_node(os.environ.get("RQCLUSTER_NODE"))).name
+try:
+    CONFIG = load_config(os.environ.get("RQCLUSTER_CONFIG"))
+    SLAVE = CONFIG.slave(CONFIG.this_node(os.environ.get("RQCLUSTER_NODE"))).name
+    REDIS_URL = worker_url(CONFIG.redis)
+except RQClusterError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
 
-REDIS_URL = worker_url(CONFIG.redis)
 QUEUES = [keys.slave_queue(SLAVE)]

@@ -3,6 +3,7 @@ results stream, mode/name mismatches, slaves that start late, and `rqcluster bro
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -124,6 +125,19 @@ def test_a_node_refuses_a_mode_its_name_does_not_have_with_exit_2(
     assert "Traceback" not in log, log
     lines = log.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], log
+
+
+def test_the_raw_rq_worker_command_refuses_a_name_that_is_not_a_slave_with_one_line(
+        make_cluster: Callable[..., NodeCluster]) -> None:
+    c = make_cluster()
+    rq = str(Path(sys.executable).parent / "rq")
+    done = subprocess.run([rq, "worker", "-c", "workers.settings", "-w",
+                           "workers.slave.SlaveWorker"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RQCLUSTER_CONFIG": str(c.config_path),
+                                           "RQCLUSTER_NODE": "master"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("error: slaves: no slave named 'master' "
+                                   "(the config has: slave1, slave2)")
 
 
 # --- no live slave --------------------------------------------------------------------------
