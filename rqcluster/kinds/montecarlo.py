@@ -22,7 +22,7 @@ from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
 
 DEFAULT_UNIT_SAMPLES = 1 << 22        # ~4.2 M points, ~30 ms of one core per unit
 MAX_SAMPLES = 10**13                   # days of work on any cluster rqcluster targets
-MAX_UNITS = 1_000_000
+MAX_UNITS = 100_000                    # each unit is an RQ job (~1 KB in Redis while queued)
 DRAW = 1 << 20                         # points drawn per numpy call: bounds unit memory
 
 
