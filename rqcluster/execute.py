@@ -20,7 +20,7 @@ from rq import get_current_job
 
 from rqcluster import codec, jobdata, keys
 from rqcluster.config import Options
-from rqcluster.errors import RQClusterError
+from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import end_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobState, UnitRecord
@@ -29,6 +29,7 @@ from rqcluster.scripts import COMPLETE_UNIT
 log = logging.getLogger("rqcluster.execute")
 
 QUEUE_PREFIX = keys.slave_queue("")
+MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-bulk-len)
 _options = Options()
 
 
@@ -61,8 +62,12 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     try:
         kind = get_kind(kind_name.decode())
         value = kind.process(unit.spec, json.loads(params_raw), jobdata.JobInputs(conn, job_id))
-        partial = codec.encode(value)
-    except Exception as e:
+        partial = codec.encode(value, f"the partial of unit {index}")
+        if len(partial) > MAX_PARTIAL_BYTES:
+            raise InputError(f"unit {index}'s partial is {len(partial) / 2**20:.0f} MiB; Redis "
+                             f"holds at most {MAX_PARTIAL_BYTES / 2**20:.0f} MiB in one value "
+                             "(split the job into more units)")
+    except (Exception, SystemExit) as e:  # user code may raise anything, exit included
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
     try:
@@ -78,7 +83,8 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     return f"done: unit {index} of job {job_id} in {took:.3f} s, {remaining} left"
 
 
-def _fail(conn: redis.Redis, job_id: str, index: int, slave: str, exc: Exception) -> str:
+def _fail(conn: redis.Redis, job_id: str, index: int, slave: str,
+          exc: BaseException) -> str:
     if conn.hget(keys.job(job_id), "state") != JobState.RUNNING.value.encode():
         return f"skipped: job {job_id} ended while unit {index} ran"
     message = str(exc) if isinstance(exc, RQClusterError) else f"{type(exc).__name__}: {exc}"

@@ -273,3 +273,17 @@ def test_map_items_may_be_numpy_arrays_and_scalars_from_the_python_api(redis_con
     drain(redis_conn, config)
     np.testing.assert_array_equal(get_result(redis_conn, job_id),
                                   sum(np.square(x) for x in items))
+
+
+def test_a_unit_that_calls_sys_exit_fails_the_job_instead_of_killing_the_slave(
+        redis_conn, config):
+    import sys
+
+    def leave(x):
+        sys.exit(3)
+
+    job_id = enqueue.submit(redis_conn, "map", function=leave, items=[1, 2])
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)  # returns: the exit did not escape execute_unit
+    record = get_record(redis_conn, job_id)
+    assert record.state is JobState.FAILED and record.error["message"] == "SystemExit: 3"
