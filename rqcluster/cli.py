@@ -169,7 +169,15 @@ def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.group()
 def enqueue() -> None:
-    """Submit a job. Prints the job id; with --wait, the result."""
+    """Submit a job. Prints the job id; with --wait, the result.
+
+    \b
+    Examples:
+      rqcluster enqueue matmul A.npy B.npy -o C.npy
+      rqcluster enqueue montecarlo --samples 100000000 --seed 1 --wait
+      rqcluster enqueue map mymod:score items.jsonl --reduce sum --wait --json
+    Exit status: 0 done, 1 the job failed, 2 bad input (nothing written), 3 timed out.
+    """
 
 
 @enqueue.command("matmul")
