@@ -149,8 +149,11 @@ class Assigner:
         recovered = self.recover()
         if recovered:
             log.info("recovered %d job(s) taken before a restart", recovered)
+        beat = liveness.RoleBeat(self.conn, "master-assign", self.node,
+                                 self.config.options.heartbeat_ttl)
         while not stop.is_set():
             try:
+                beat()
                 job_id = self.step(timeout=1.0)
                 if job_id is not None and self.conn.hexists(keys.job(job_id), "waiting"):
                     stop.wait(0.5)  # nobody to run it yet: do not spin

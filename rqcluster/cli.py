@@ -331,6 +331,7 @@ def status(ctx: CliContext, job_id: str | None, as_json: bool, limit: int) -> No
                        f"{r.description}")
         return
     st = jobs.get_status(ctx.conn, job_id)
+    st = jobs.JobStatus(jobs.explain_stall(ctx.conn, st.record), st.per_slave)
     if as_json:
         click.echo(json.dumps(st.to_dict()))
         return

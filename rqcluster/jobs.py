@@ -10,14 +10,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from rqcluster import codec, keys, store
+from rqcluster import codec, keys, liveness, store
 from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
 from rqcluster.models import JobRecord, JobState
 from rqcluster.npyfile import save_npy, save_npy_blocks
@@ -76,24 +76,49 @@ def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last: JobRecord | None = None
+    shown: JobRecord | None = None
     interval = poll
+    changed = time.monotonic()
     while True:
         record = get_record(conn, job_id)
-        if on_progress is not None and record != last:
-            on_progress(record)
+        if record != last:
+            changed, interval, last = time.monotonic(), poll, record
+        view = record if time.monotonic() - changed < STALL_SECONDS \
+            else explain_stall(conn, record)
+        if on_progress is not None and view != shown:
+            on_progress(view)
+        shown = view
         if record.state.terminal:
             return record
-        if record != last:
-            interval = poll
-        last = record
         if deadline is not None and time.monotonic() >= deadline:
             raise JobTimeout(f"job {job_id} still {record.state.value} after {timeout:g} s "
-                             f"({record.done_units}/{record.total or '?'} units); it keeps "
-                             f"running: `rqcluster status {job_id}`")
+                             f"({record.done_units}/{record.total or '?'} units); it was not "
+                             f"cancelled: `rqcluster status {job_id}`"
+                             + (f"; {view.waiting}" if view.waiting else ""))
         pause = interval if deadline is None else min(interval, max(0.0, deadline -
                                                                      time.monotonic()))
         time.sleep(pause)
         interval = min(interval * 1.5, 0.1)
+
+
+# A job whose record has not changed this long gets its masters checked, so a client
+# waiting on a cluster with no master running says so instead of waiting silently.
+STALL_SECONDS = 3.0
+NO_ASSIGNER = ("no master-assign is running (start `rqcluster node --mode assign-reduce` "
+               "or `--mode assign`)")
+NO_COMBINER = ("every unit is done but no master-combine is running (start `rqcluster node "
+               "--mode assign-reduce` or `--mode reduce`)")
+
+
+def explain_stall(conn: redis.Redis, record: JobRecord) -> JobRecord:
+    """The record with ``waiting`` saying which master is missing, if one is."""
+    if record.state is JobState.SUBMITTED and not record.waiting \
+            and not liveness.role_alive(conn, "master-assign"):
+        return replace(record, waiting=NO_ASSIGNER)
+    if record.state is JobState.RUNNING and record.remaining == 0 \
+            and not liveness.role_alive(conn, "master-combine"):
+        return replace(record, waiting=NO_COMBINER)
+    return record
 
 
 def raise_for_state(record: JobRecord) -> None:

@@ -79,6 +79,11 @@ def heartbeat(slave: str) -> str:
     return f"{PREFIX}:slave:{slave}:heartbeat"
 
 
+def role_heartbeat(role: str) -> str:
+    """String with a short TTL: some node runs ``role`` (master-assign / master-combine)."""
+    return f"{PREFIX}:role:{role}:heartbeat"
+
+
 def slave_queue(slave: str) -> str:
     """Name of the RQ queue a slave's `rq worker` listens on (RQ adds its own prefix)."""
     return f"rqcluster.{slave}"

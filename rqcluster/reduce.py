@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from rqcluster import codec, jobdata, keys, store
+from rqcluster import codec, jobdata, keys, liveness, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import Kind, get_kind
@@ -60,6 +60,7 @@ class Reducer:
     def __init__(self, conn: redis.Redis, config: ClusterConfig, node: str) -> None:
         self.conn = conn
         self.config = config
+        self.node = node
         self.consumer = consumer_name(node)
         self.batch = BATCH
         self._fold_entry = conn.register_script(FOLD_ENTRY)
@@ -196,8 +197,11 @@ class Reducer:
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; survives Redis restarts (retries with backoff)."""
         ensure_group(self.conn)
+        beat = liveness.RoleBeat(self.conn, "master-combine", self.node,
+                                 self.config.options.heartbeat_ttl)
         while not stop.is_set():
             try:
+                beat()
                 self.step(block_ms=1000)
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)

@@ -15,10 +15,10 @@ import pytest
 import redis
 from rq import Queue
 
-from rqcluster import enqueue, keys, liveness
+from rqcluster import enqueue, jobs, keys, liveness
 from rqcluster.assign import NO_LIVE_SLAVE, Assigner
 from rqcluster.config import ClusterConfig, parse_config
-from rqcluster.errors import InputError, JobFailed
+from rqcluster.errors import InputError, JobFailed, JobTimeout
 from rqcluster.execute import execute_unit
 from rqcluster.jobs import cancel, get_record, get_result, get_status, raise_for_state
 from rqcluster.kinds.montecarlo import estimate_locally
@@ -287,3 +287,27 @@ def test_a_unit_that_calls_sys_exit_fails_the_job_instead_of_killing_the_slave(
     run_all(redis_conn, job_id)  # returns: the exit did not escape execute_unit
     record = get_record(redis_conn, job_id)
     assert record.state is JobState.FAILED and record.error["message"] == "SystemExit: 3"
+
+
+def test_a_waiting_client_is_told_when_no_master_assign_runs(redis_conn, config, monkeypatch):
+    monkeypatch.setattr(jobs, "STALL_SECONDS", 0.1)
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    seen = []
+    with pytest.raises(JobTimeout, match="no master-assign is running"):
+        jobs.wait(redis_conn, job_id, timeout=0.5, on_progress=seen.append)
+    assert seen[0].waiting is None and seen[-1].waiting == jobs.NO_ASSIGNER
+
+    liveness.RoleBeat(redis_conn, "master-assign", "master", 10)()
+    with pytest.raises(JobTimeout) as err:
+        jobs.wait(redis_conn, job_id, timeout=0.5)
+    assert "no master-assign" not in str(err.value)
+
+
+def test_a_waiting_client_is_told_when_units_are_done_but_no_combiner_runs(
+        redis_conn, config, monkeypatch):
+    monkeypatch.setattr(jobs, "STALL_SECONDS", 0.1)
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    with pytest.raises(JobTimeout, match="no master-combine is running"):
+        jobs.wait(redis_conn, job_id, timeout=0.5)
