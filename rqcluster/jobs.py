@@ -20,7 +20,7 @@ import redis
 from rqcluster import codec, keys, liveness, store
 from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
 from rqcluster.models import JobRecord, JobState
-from rqcluster.npyfile import save_npy, save_npy_blocks
+from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
 
 
@@ -168,12 +168,7 @@ def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | Non
         blocks = _stacked_blocks(conn, job_id, meta, dtype, shape)
         if out is not None:
             return ArrayFile(save_npy_blocks(out, dtype, shape, blocks), dtype, shape)
-        result = np.empty(shape, dtype=dtype)
-        row = 0
-        for block in blocks:
-            result[row:row + len(block)] = block
-            row += len(block)
-        return result
+        return fill_rows(np.empty(shape, dtype=dtype), blocks)
     value = codec.decode(store.get_blob(conn, base))
     if out is not None and isinstance(value, np.ndarray):
         return ArrayFile(save_npy(out, value), value.dtype, value.shape)

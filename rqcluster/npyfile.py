@@ -69,6 +69,18 @@ def _check_output(p: Path) -> None:
         raise InputError(f"output: directory {p.parent} does not exist")
 
 
+def fill_rows(out: np.ndarray, blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """Copy consecutive row blocks into ``out`` (an array or a memmap); InputError unless
+    they fill it exactly."""
+    row = 0
+    for block in blocks:
+        out[row:row + len(block)] = block
+        row += len(block)
+    if row != (out.shape[0] if out.ndim else 0):
+        raise InputError(f"row blocks hold {row} rows, expected {out.shape[0]}")
+    return out
+
+
 def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: tuple[int, ...],
                     blocks: Iterable[np.ndarray]) -> Path:
     """Write an array given as consecutive row blocks straight into a .npy file, so the
@@ -79,12 +91,7 @@ def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: t
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        row = 0
-        for block in blocks:
-            out[row:row + len(block)] = block
-            row += len(block)
-        if row != (shape[0] if shape else 0):
-            raise InputError(f"output: blocks hold {row} rows, expected {shape[0]}")
+        fill_rows(out, blocks)
         out.flush()
         del out
         os.replace(tmp, p)

@@ -17,7 +17,7 @@ import numpy as np
 from rqcluster import placement
 from rqcluster.errors import InputError
 from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
-from rqcluster.npyfile import as_array
+from rqcluster.npyfile import as_array, fill_rows
 
 # A unit's blocks of A and of C stay under this many bytes, whatever the cluster size, so
 # one unit never needs more memory than a slave can spare and a partial stays well below
@@ -70,12 +70,7 @@ class MatmulKind(Kind):
 
     def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
         dtype, shape = self.result_layout(params)
-        out = np.empty(shape, dtype=dtype)
-        row = 0
-        for block in partials:
-            out[row:row + len(block)] = block
-            row += len(block)
-        return out
+        return fill_rows(np.empty(shape, dtype=dtype), partials)
 
     def describe(self, params: Mapping[str, Any]) -> str:
         (m, k), (_, n) = params["a_shape"], params["b_shape"]
