@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -25,9 +24,9 @@ import redis
 from rqcluster import enqueue, jobs
 from rqcluster.config import ClusterConfig, load_config
 from rqcluster.connection import connect
-from rqcluster.errors import InputError
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord
+from rqcluster.npyfile import check_output
 
 
 class Cluster:
@@ -55,8 +54,8 @@ class Cluster:
 
         ``out`` (a .npy path on this machine) makes ``result()`` write the array there and
         return the path instead of the array."""
-        if out is not None and Path(out).suffix != ".npy":
-            raise InputError(f"out: {out} must end in .npy")
+        if out is not None:
+            check_output(out, "out")
         job = enqueue.validate(kind, **params)
         job_id = enqueue.write(self.conn, job)
         return JobHandle(self, job_id, out=out)

@@ -37,6 +37,7 @@ class Assigner:
         self.config = config
         self.node = node
         self._queues: dict[str, Queue] = {}
+        self.starved = False  # the last job taken found no live slave and was put back
 
     def queue(self, slave: str) -> Queue:
         if slave not in self._queues:
@@ -73,7 +74,8 @@ class Assigner:
             self.conn.lrem(mine, 0, job_id)
             return False
         shares = liveness.live_slaves(self.conn, self.config)
-        if not shares:
+        self.starved = not shares
+        if self.starved:
             self._put_back(record)
             return False
         try:
@@ -95,15 +97,16 @@ class Assigner:
         pipe.lrem(keys.assigning(self.node), 0, record.id)
         pipe.lpush(keys.SUBMITTED, record.id)
         pipe.execute()
-        waiting = [j.decode() for j in self.conn.lrange(keys.SUBMITTED, 0, -1)]
+        queued = [j.decode() for j in self.conn.lrange(keys.SUBMITTED, 0, -1)]
         pipe = self.conn.pipeline(transaction=False)
-        for job_id in waiting:
-            pipe.hget(keys.job(job_id), "waiting")
-        marks = pipe.execute()
-        for job_id, mark in zip(waiting, marks, strict=True):
-            if mark is None and self.conn.exists(keys.job(job_id)):
-                self.conn.hset(keys.job(job_id), "waiting", NO_LIVE_SLAVE)
-                log.warning("job %s: %s", job_id, NO_LIVE_SLAVE)
+        for job_id in queued:
+            pipe.hmget(keys.job(job_id), "state", "waiting")
+        unmarked = [job_id for job_id, (state, mark) in zip(queued, pipe.execute(), strict=True)
+                    if state is not None and mark is None]  # (state None: job expired)
+        for job_id in unmarked:
+            pipe.hset(keys.job(job_id), "waiting", NO_LIVE_SLAVE)
+            log.warning("job %s: %s", job_id, NO_LIVE_SLAVE)
+        pipe.execute()
 
     def _place(self, record: JobRecord, units: list[UnitRecord]) -> bool:
         by_slave: dict[str, list[UnitRecord]] = {}
@@ -154,8 +157,7 @@ class Assigner:
         while not stop.is_set():
             try:
                 beat()
-                job_id = self.step(timeout=1.0)
-                if job_id is not None and self.conn.hexists(keys.job(job_id), "waiting"):
+                if self.step(timeout=1.0) is not None and self.starved:
                     stop.wait(0.5)  # nobody to run it yet: do not spin
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)

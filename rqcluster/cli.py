@@ -25,6 +25,7 @@ from rqcluster.connection import connect
 from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord, JobState
+from rqcluster.npyfile import check_output
 from rqcluster.progress import ProgressReporter
 
 SMALL_ARRAY = 10_000
@@ -228,10 +229,7 @@ def enqueue_map(ctx: CliContext, function: str, input_path: Path, reduce_: str,
 
 def _check_output(output: Path | None) -> None:
     if output is not None:
-        if output.suffix != ".npy":
-            raise InputError(f"-o: {output} must end in .npy")
-        if not output.parent.exists():
-            raise InputError(f"-o: directory {output.parent} does not exist")
+        check_output(output, "-o")
 
 
 def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],

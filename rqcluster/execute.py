@@ -13,9 +13,11 @@ import json
 import logging
 import time
 import traceback
+import weakref
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 from rq import get_current_job
 
 from rqcluster import codec, jobdata, keys
@@ -29,6 +31,15 @@ from rqcluster.scripts import COMPLETE_UNIT
 log = logging.getLogger("rqcluster.execute")
 
 QUEUE_PREFIX = keys.slave_queue("")
+# The completion script per client, called by EVALSHA (loaded once per server) instead
+# of sending its text with every unit.
+_complete_unit: weakref.WeakKeyDictionary[redis.Redis, Script] = weakref.WeakKeyDictionary()
+
+
+def _completion_script(conn: redis.Redis) -> Script:
+    if conn not in _complete_unit:
+        _complete_unit[conn] = conn.register_script(COMPLETE_UNIT)
+    return _complete_unit[conn]
 MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-bulk-len)
 _options = Options()
 
@@ -71,9 +82,10 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
     try:
-        remaining = conn.eval(COMPLETE_UNIT, 4, keys.job(job_id), keys.partials(job_id),
-                              keys.slave_counts(job_id), keys.RESULTS_STREAM,
-                              job_id, index, slave, partial, f"{took:.6f}")
+        remaining = _completion_script(conn)(
+            keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
+                  keys.RESULTS_STREAM],
+            args=[job_id, index, slave, partial, f"{took:.6f}"])
     except redis.ResponseError as e:  # e.g. a partial over Redis's value limit: final
         return _fail(conn, job_id, index, slave, e)
     if remaining == -2:

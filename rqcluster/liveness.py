@@ -55,10 +55,3 @@ def live_slaves(conn: redis.Redis, config: ClusterConfig) -> dict[str, float]:
         pipe.exists(keys.heartbeat(s.name))
     alive = pipe.execute()
     return {s.name: s.performance for s, up in zip(config.slaves, alive, strict=True) if up}
-
-
-def heartbeats(conn: redis.Redis, config: ClusterConfig) -> dict[str, dict[str, Any] | None]:
-    """Every configured slave's last heartbeat record (None when it has none)."""
-    raw = conn.mget([keys.heartbeat(s.name) for s in config.slaves])
-    return {s.name: (json.loads(r) if r else None) for s, r in zip(config.slaves, raw,
-                                                                   strict=True)}

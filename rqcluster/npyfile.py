@@ -62,11 +62,14 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _check_output(p: Path) -> None:
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Refuse an output path that is not a .npy file in an existing directory."""
+    p = Path(path)
     if p.suffix != ".npy":
-        raise InputError(f"output: {p} must end in .npy")
+        raise InputError(f"{what}: {p} must end in .npy")
     if not p.parent.exists():
-        raise InputError(f"output: directory {p.parent} does not exist")
+        raise InputError(f"{what}: directory {p.parent} does not exist")
+    return p
 
 
 def fill_rows(out: np.ndarray, blocks: Iterable[np.ndarray]) -> np.ndarray:
@@ -85,8 +88,7 @@ def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: t
                     blocks: Iterable[np.ndarray]) -> Path:
     """Write an array given as consecutive row blocks straight into a .npy file, so the
     whole array is never in memory; atomic like ``save_npy``."""
-    p = Path(path)
-    _check_output(p)
+    p = check_output(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     os.close(fd)
     try:
@@ -103,8 +105,7 @@ def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: t
 
 def save_npy(path: str | os.PathLike[str], arr: np.ndarray) -> Path:
     """Write ``arr`` to ``path`` atomically (temp file + rename): never a half-written file."""
-    p = Path(path)
-    _check_output(p)
+    p = check_output(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:

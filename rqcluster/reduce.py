@@ -69,10 +69,7 @@ class Reducer:
     def step(self, block_ms: int = 1000) -> int:
         """Handle up to one batch of stream entries; returns how many were handled."""
         entries = self._claim_stale() + self._read(block_ms)
-        ready: set[str] = set()
-        for entry_id, fields in entries:
-            if self._store(entry_id, fields):
-                ready.add(fields[b"job"].decode())
+        ready = self._fold(entries)
         for job_id in ready | self._leftover_ready():
             self.combine(job_id)
         return len(entries)
@@ -96,23 +93,36 @@ class Reducer:
             self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, *gone)
         return [(eid, fields) for eid, fields in reply[1] if fields]
 
-    def _store(self, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
-        """Fold one entry; True if its job is now ready to combine."""
-        job_id = fields.get(b"job", b"").decode(errors="replace")
-        unit = fields.get(b"unit", b"").decode(errors="replace")
-        if not job_id or not unit.isdigit():
-            log.warning("ignoring malformed results entry %s: %r", entry_id, fields)
-            self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, entry_id)
-            self.conn.xdel(keys.RESULTS_STREAM, entry_id)
-            return False
-        outcome = self._fold_entry(
-            keys=[keys.job(job_id), keys.partials(job_id), keys.RESULTS_STREAM,
-                  keys.COMBINE_READY, keys.COMBINER_STATS, keys.folded(job_id)],
-            args=[keys.COMBINERS_GROUP, entry_id, job_id, self.consumer, unit])
-        if outcome == -1:
-            log.info("ignored results entry %s (job %s unit %s is not a running job's "
-                     "stored unit)", entry_id.decode(), job_id, unit)
-        return outcome == 1
+    def _fold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> set[str]:
+        """Fold a batch of entries in one pipelined round trip; returns the jobs that
+        became ready to combine."""
+        if not entries:
+            return set()
+        pipe = self.conn.pipeline(transaction=False)
+        folds: list[tuple[int, bytes, str, str]] = []  # (reply index, entry, job, unit)
+        for entry_id, fields in entries:
+            job_id = fields.get(b"job", b"").decode(errors="replace")
+            unit = fields.get(b"unit", b"").decode(errors="replace")
+            if not job_id or not unit.isdigit():
+                log.warning("ignoring malformed results entry %s: %r", entry_id, fields)
+                pipe.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, entry_id)
+                pipe.xdel(keys.RESULTS_STREAM, entry_id)
+                continue
+            folds.append((len(pipe), entry_id, job_id, unit))
+            self._fold_entry(
+                keys=[keys.job(job_id), keys.partials(job_id), keys.RESULTS_STREAM,
+                      keys.COMBINE_READY, keys.COMBINER_STATS, keys.folded(job_id)],
+                args=[keys.COMBINERS_GROUP, entry_id, job_id, self.consumer, unit],
+                client=pipe)
+        replies = pipe.execute()
+        ready = set()
+        for at, entry_id, job_id, unit in folds:
+            if replies[at] == -1:
+                log.info("ignored results entry %s (job %s unit %s is not a running job's "
+                         "stored unit)", entry_id.decode(), job_id, unit)
+            elif replies[at] == 1:
+                ready.add(job_id)
+        return ready
 
     def _leftover_ready(self) -> set[str]:
         return {j.decode() for j in self.conn.smembers(keys.COMBINE_READY)}
