@@ -16,7 +16,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from rqcluster import keys, liveness
+from rqcluster import events, keys, liveness
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
@@ -126,6 +126,8 @@ class Assigner:
                 pipe.hset(keys.units(record.id),
                           mapping={str(u.index): u.encode() for u in units})
                 for slave, mine in by_slave.items():
+                    pipe.sadd(keys.slave_units(slave),
+                              *(keys.unit_member(record.id, u.index) for u in mine))
                     queue = self.queue(slave)
                     queue.enqueue_many([self._rq_job(queue, record, u) for u in mine],
                                        pipeline=pipe)
@@ -134,6 +136,7 @@ class Assigner:
                                             "started": repr(time.time())})
                 pipe.hdel(job_key, "waiting")
                 pipe.lrem(keys.assigning(self.node), 0, record.id)
+                events.emit(pipe, events.JOB_PLACED, job=record.id, units=len(units))
                 pipe.execute()
             except redis.WatchError:
                 return self.assign(record.id)  # cancelled meanwhile: re-read and decide

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import keys, store
+from rqcluster import events, keys, store
 from rqcluster.errors import InputError
 from rqcluster.kinds import Function, Items, Prepared, get_kind
 from rqcluster.models import JobRecord, JobState
@@ -79,6 +79,7 @@ def write(conn: redis.Redis, job: ValidatedJob) -> str:
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.rpush(keys.SUBMITTED, job_id)
+    events.emit(pipe, events.JOB_SUBMITTED, job=job_id, kind=job.kind)
     pipe.execute()
     return job_id
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from rqcluster import codec, jobdata, keys, liveness, store
+from rqcluster import codec, events, jobdata, keys, liveness, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import Kind, get_kind
@@ -198,6 +198,7 @@ class Reducer:
                 pipe.hset(job_key, mapping={"state": JobState.DONE.value,
                                             "finished": repr(time.time())})
                 release(self.conn, job_id, ttl, pipe=pipe, keep_partials=stack is not None)
+                events.emit(pipe, events.JOB_DONE, job=job_id)
                 pipe.execute()
             except redis.WatchError:
                 return False

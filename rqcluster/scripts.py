@@ -5,22 +5,56 @@ execution into exactly-once effect: running a unit twice, or replaying a stream 
 changes nothing the second time.
 """
 
+# Slave: the start of one unit. If the job is running, count the attempt, record which
+# worker runs the unit (so the reaper can tell a unit lost with its worker) and publish
+# it in the worker's status; answer what the slave needs to run it, in one round trip.
+# KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = attempts hash
+# KEYS[4] = running hash   KEYS[5] = worker status key
+# ARGV[1] = unit index   ARGV[2] = unit member ("job:unit")   ARGV[3] = running entry JSON
+# ARGV[4] = worker status JSON   ARGV[5] = worker status TTL (ms)
+# Returns {state, kind, params, unit record, attempts}; only {state} if not running.
+START_UNIT = """
+local job = redis.call('HMGET', KEYS[1], 'state', 'kind', 'params')
+if job[1] ~= 'running' then return {job[1] or 'gone'} end
+local unit = redis.call('HGET', KEYS[2], ARGV[1])
+if not unit then return {'gone'} end
+local attempts = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
+return {job[1], job[2], job[3], unit, attempts}
+"""
+
 # Slave: the completion step of one unit. The first completion of (job, unit) stores the
 # partial, decrements the job's remaining counter, counts it for the slave and announces
-# it on the results stream; any later completion of the same unit changes nothing.
+# it on the results stream; any later completion of the same unit changes nothing. Either
+# way the unit is no longer running nor held by the slave it was placed on.
 # The partial's bytes go to the job's partials hash, not into the stream entry: the
 # combiner reads them once, when it combines, instead of once per hop.
 # KEYS[1] = job hash            KEYS[2] = partials hash
 # KEYS[3] = per-slave counts    KEYS[4] = results stream
+# KEYS[5] = units hash          KEYS[6] = running hash
+# KEYS[7] = slave stats hash    KEYS[8] = this slave's rate buckets
 # ARGV[1] = job id   ARGV[2] = unit index   ARGV[3] = slave   ARGV[4] = partial bytes
-# ARGV[5] = seconds the unit took
+# ARGV[5] = seconds the unit took   ARGV[6] = unit member   ARGV[7] = slave units key
+#   prefix (the owner's set is "<prefix><slave>:units"; the owner is read from the unit)
 # Returns the remaining count, -1 if the job is not running, -2 for a duplicate.
 COMPLETE_UNIT = """
+redis.call('HDEL', KEYS[6], ARGV[6])
+local unit = redis.call('HGET', KEYS[5], ARGV[2])
+if unit then
+  redis.call('SREM', ARGV[7] .. cjson.decode(unit)['s'] .. ':units', ARGV[6])
+end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return -1 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[4]) == 0 then return -2 end
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[1], 'busy', ARGV[5])
+redis.call('HINCRBY', KEYS[7], ARGV[3], 1)
+redis.call('HINCRBYFLOAT', KEYS[7], ARGV[3] .. ':busy', ARGV[5])
+local bucket = math.floor(tonumber(redis.call('TIME')[1]) / 5)
+redis.call('HINCRBY', KEYS[8], bucket, 1)
+redis.call('HDEL', KEYS[8], bucket - 12)
+redis.call('EXPIRE', KEYS[8], 120)
 redis.call('XADD', KEYS[4], '*', 'job', ARGV[1], 'unit', ARGV[2], 'slave', ARGV[3],
            'bytes', string.len(ARGV[4]))
 return remaining

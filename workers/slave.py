@@ -18,7 +18,7 @@ import redis
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
-from rqcluster import execute, keys, liveness
+from rqcluster import events, execute, liveness
 from rqcluster.config import load_config
 from rqcluster.connection import connect
 
@@ -34,7 +34,8 @@ class SlaveWorker(SimpleWorker):
         self.cluster = load_config(os.environ.get("RQCLUSTER_CONFIG"))
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
-        execute.configure(self.cluster.options)
+        self.status = liveness.WorkerStatus(self.slave, self.name)
+        execute.configure(self.cluster.options, self.status)
         self._stop_beating = threading.Event()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -46,17 +47,20 @@ class SlaveWorker(SimpleWorker):
             self._stop_beating.set()
             beater.join(timeout=2)
             try:
-                self.connection.delete(keys.heartbeat(self.slave))
+                liveness.worker_gone(self.connection, self.status)
+                events.emit(self.connection, events.SLAVE_LEFT, slave=self.slave,
+                            worker=self.name)
             except redis.RedisError:
                 pass
 
     def _beat(self) -> None:
-        """Refresh the heartbeat every third of its TTL, on a connection of its own."""
+        """Refresh the heartbeats every third of their TTL, on a connection of its own."""
         ttl = self.cluster.options.heartbeat_ttl
         conn = connect(self.cluster.redis, check=False)
         while not self._stop_beating.is_set():
             try:
-                liveness.beat(conn, self.slave, ttl, worker=self.name)
+                if liveness.worker_beat(conn, self.status, ttl):
+                    events.emit(conn, events.SLAVE_JOINED, slave=self.slave, worker=self.name)
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
             self._stop_beating.wait(ttl / 3)
