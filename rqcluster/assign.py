@@ -1,9 +1,11 @@
 """master-assign: take submitted jobs, split them into units, place units on slave queues.
 
 A job is taken with BLMOVE onto this node's own ``assigning`` list, so a master-assign
-killed mid-split finds it there on restart. Placement is one MULTI/EXEC that writes every
-unit record, every RQ job on every slave queue and the job's new state together: a job is
-placed wholly or not at all, and never twice (the transaction WATCHes the job record).
+killed mid-split finds it there on restart. Between jobs the loop runs the reaper
+(``reaper.py``), which moves units that slaves lost to live slaves. Placement is one
+MULTI/EXEC that writes every unit record, every RQ job on every slave queue and the job's
+new state together: a job is placed wholly or not at all, and never twice (the
+transaction WATCHes the job record).
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ import time
 
 import redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
-from rqcluster import events, keys, liveness
+from rqcluster import events, keys, liveness, rqjobs
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
+from rqcluster.reaper import Reaper
 
 log = logging.getLogger("rqcluster.assign")
 
-RUN_UNIT = "rqcluster.execute.run_unit"
 NO_LIVE_SLAVE = "no live slave: waiting for a slave to start"
 
 
@@ -41,8 +42,7 @@ class Assigner:
 
     def queue(self, slave: str) -> Queue:
         if slave not in self._queues:
-            self._queues[slave] = Queue(keys.slave_queue(slave), connection=self.conn,
-                                        serializer=JSONSerializer)
+            self._queues[slave] = rqjobs.slave_queue(self.conn, slave)
         return self._queues[slave]
 
     def recover(self) -> int:
@@ -129,8 +129,10 @@ class Assigner:
                     pipe.sadd(keys.slave_units(slave),
                               *(keys.unit_member(record.id, u.index) for u in mine))
                     queue = self.queue(slave)
-                    queue.enqueue_many([self._rq_job(queue, record, u) for u in mine],
-                                       pipeline=pipe)
+                    queue.enqueue_many(
+                        [rqjobs.unit_job(queue, record.id, u.index, self.config.options,
+                                         f"{record.kind} job {record.id} unit {u.index}")
+                         for u in mine], pipeline=pipe)
                 pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
                                             "total": len(units), "remaining": len(units),
                                             "started": repr(time.time())})
@@ -144,12 +146,6 @@ class Assigner:
                  len(units), ", ".join(f"{s}: {len(u)}" for s, u in by_slave.items()))
         return True
 
-    def _rq_job(self, queue: Queue, record: JobRecord, unit: UnitRecord):  # type: ignore[no-untyped-def]
-        return queue.prepare_data(
-            RUN_UNIT, args=(record.id, unit.index), job_id=keys.rq_job_id(record.id, unit.index),
-            timeout=self.config.options.unit_timeout, result_ttl=0, failure_ttl=86400,
-            description=f"{record.kind} job {record.id} unit {unit.index}")
-
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; survives Redis restarts (retries with backoff)."""
         recovered = self.recover()
@@ -157,10 +153,16 @@ class Assigner:
             log.info("recovered %d job(s) taken before a restart", recovered)
         beat = liveness.RoleBeat(self.conn, "master-assign", self.node,
                                  self.config.options.heartbeat_ttl)
+        reaper = Reaper(self.conn, self.config)
+        period = min(1.0, self.config.options.heartbeat_ttl / 4)
+        next_sweep = 0.0
         while not stop.is_set():
             try:
                 beat()
-                if self.step(timeout=1.0) is not None and self.starved:
+                if time.monotonic() >= next_sweep:
+                    reaper.sweep()
+                    next_sweep = time.monotonic() + period
+                if self.step(timeout=period) is not None and self.starved:
                     stop.wait(0.5)  # nobody to run it yet: do not spin
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)

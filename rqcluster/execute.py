@@ -77,12 +77,15 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     try:
         answer = start(
             keys=[keys.job(job_id), keys.units(job_id), keys.attempts(job_id), keys.RUNNING,
-                  keys.worker(worker)],
+                  keys.worker(worker), keys.partials(job_id), keys.slave_units(slave)],
             args=[index, member, liveness.running_entry(worker, slave),
                   status.encode(), liveness.ttl_ms(_options.heartbeat_ttl)])
         if answer[0] != JobState.RUNNING.value.encode():
+            why = answer[0].decode()
+            if why in ("done", "moved"):
+                return f"skipped: unit {index} of job {job_id} is {why}"
             jobdata.forget(job_id)
-            return f"skipped: job {job_id} is {answer[0].decode()}"
+            return f"skipped: job {job_id} is {why}"
         return _run(conn, complete, job_id, index, slave, member, answer)
     finally:
         status.end()

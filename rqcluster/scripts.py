@@ -5,17 +5,21 @@ execution into exactly-once effect: running a unit twice, or replaying a stream 
 changes nothing the second time.
 """
 
-# Slave: the start of one unit. If the job is running, count the attempt, record which
-# worker runs the unit (so the reaper can tell a unit lost with its worker) and publish
-# it in the worker's status; answer what the slave needs to run it, in one round trip.
+# Slave: the start of one unit. If the job is running, the unit not done yet and still
+# held by this slave (not moved off it while it was silent), count the attempt, record
+# which worker runs the unit (so the reaper can tell a unit lost with its worker) and
+# publish it in the worker's status; answer what the slave needs, in one round trip.
 # KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = attempts hash
-# KEYS[4] = running hash   KEYS[5] = worker status key
+# KEYS[4] = running hash   KEYS[5] = worker status key   KEYS[6] = partials hash
+# KEYS[7] = this slave's held units
 # ARGV[1] = unit index   ARGV[2] = unit member ("job:unit")   ARGV[3] = running entry JSON
 # ARGV[4] = worker status JSON   ARGV[5] = worker status TTL (ms)
-# Returns {state, kind, params, unit record, attempts}; only {state} if not running.
+# Returns {state, kind, params, unit record, attempts}; only {why} if it must not run.
 START_UNIT = """
 local job = redis.call('HMGET', KEYS[1], 'state', 'kind', 'params')
 if job[1] ~= 'running' then return {job[1] or 'gone'} end
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {'done'} end
+if redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 then return {'moved'} end
 local unit = redis.call('HGET', KEYS[2], ARGV[1])
 if not unit then return {'gone'} end
 local attempts = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
@@ -58,6 +62,46 @@ redis.call('EXPIRE', KEYS[8], 120)
 redis.call('XADD', KEYS[4], '*', 'job', ARGV[1], 'unit', ARGV[2], 'slave', ARGV[3],
            'bytes', string.len(ARGV[4]))
 return remaining
+"""
+
+# master-assign's reaper: move one unit off a slave that lost it (the slave went silent,
+# or the worker running it died, or it vanished in delivery) to a live slave. Nothing
+# moves unless the job is running, the unit is not done and the source still holds it,
+# so two reapers, or a reaper racing the unit's completion, move it at most once. A unit
+# lost while running for the max-attempts'th time is not moved: its job must fail.
+# KEYS[1] = job hash   KEYS[2] = partials hash   KEYS[3] = units hash
+# KEYS[4] = attempts hash   KEYS[5] = running hash   KEYS[6] = source's held units
+# KEYS[7] = target's held units   KEYS[8] = slave stats hash
+# ARGV[1] = unit index   ARGV[2] = unit member   ARGV[3] = unit record naming the target
+# ARGV[4] = source slave   ARGV[5] = '1' if it was lost while running   ARGV[6] = max
+#   attempts   ARGV[7] = the worker that was running it ('' if none)
+# Returns {1, moves} if moved, {0} if there was nothing to move, {-1, lost-on JSON} if
+# the unit used up its attempts.
+MOVE_UNIT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('SREM', KEYS[6], ARGV[2])
+  return {0}
+end
+if redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 0 then return {0} end
+local entry = redis.call('HGET', KEYS[5], ARGV[2])
+if entry and cjson.decode(entry)['worker'] ~= ARGV[7] then return {0} end
+if ARGV[5] == '1' then
+  local field = ARGV[1] .. ':lost'
+  local lost = cjson.decode(redis.call('HGET', KEYS[4], field) or '[]')
+  table.insert(lost, ARGV[4])
+  local encoded = cjson.encode(lost)
+  redis.call('HSET', KEYS[4], field, encoded)
+  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') >= tonumber(ARGV[6]) then
+    redis.call('HDEL', KEYS[5], ARGV[2])
+    return {-1, encoded}
+  end
+end
+redis.call('SMOVE', KEYS[6], KEYS[7], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[5], ARGV[2])
+redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':lost', 1)
+return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 """
 
 # Any node: move a job that is not finished yet to a terminal state (failed/cancelled),
