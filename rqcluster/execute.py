@@ -48,15 +48,18 @@ MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-b
 _options = Options()
 # What this process runs, shared with the slave worker's heartbeat thread.
 status = liveness.WorkerStatus(slave="", worker="")
+_conn: redis.Redis | None = None  # the worker's patient client (RQ's own gives up in ~3 s)
 
 
-def configure(options: Options, worker_status: liveness.WorkerStatus | None = None) -> None:
-    """Use the cluster's options and the worker's status record (set by the slave worker
-    at start)."""
-    global _options, status
+def configure(options: Options, worker_status: liveness.WorkerStatus | None = None,
+              conn: redis.Redis | None = None) -> None:
+    """Use the cluster's options, the worker's status record and its Redis client (set
+    by the slave worker at start)."""
+    global _options, status, _conn
     _options = options
     if worker_status is not None:
         status = worker_status
+    _conn = conn
 
 
 def run_unit(job_id: str, unit: int) -> str:
@@ -65,7 +68,7 @@ def run_unit(job_id: str, unit: int) -> str:
     if job is None:
         raise RuntimeError("run_unit must run inside an RQ worker")
     slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
-    return execute_unit(job.connection, job_id, unit, slave)
+    return execute_unit(_conn or job.connection, job_id, unit, slave)
 
 
 def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:

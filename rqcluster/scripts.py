@@ -128,18 +128,21 @@ return 1
 # KEYS[4] = combine-ready set   KEYS[5] = combiner stats hash   KEYS[6] = folded set
 # ARGV[1] = consumer group   ARGV[2] = entry id   ARGV[3] = job id   ARGV[4] = consumer
 # ARGV[5] = unit index
-# Returns 1 if the job is now ready to combine, 0 if not, -1 if the entry was ignored.
+# Returns 1 if the job is now ready to combine, 0 if not, -1 if the entry was ignored
+# (not a running job's stored unit), -2 if the unit was already folded (a duplicate).
 FOLD_ENTRY = """
 local result = -1
 if redis.call('HGET', KEYS[1], 'state') == 'running'
     and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 1 then
-  result = 0
   if redis.call('SADD', KEYS[6], ARGV[5]) == 1 then
     redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-  end
-  if redis.call('SCARD', KEYS[6]) == tonumber(redis.call('HGET', KEYS[1], 'total')) then
-    redis.call('SADD', KEYS[4], ARGV[3])
-    result = 1
+    result = 0
+    if redis.call('SCARD', KEYS[6]) == tonumber(redis.call('HGET', KEYS[1], 'total')) then
+      redis.call('SADD', KEYS[4], ARGV[3])
+      result = 1
+    end
+  else
+    result = -2
   end
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])

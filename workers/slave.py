@@ -35,7 +35,8 @@ class SlaveWorker(SimpleWorker):
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
         self.status = liveness.WorkerStatus(self.slave, self.name)
-        execute.configure(self.cluster.options, self.status)
+        execute.configure(self.cluster.options, self.status,
+                          connect(self.cluster.redis, check=False, patient=True))
         self._stop_beating = threading.Event()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
