@@ -31,6 +31,16 @@ class DecodeError(RQClusterError):
     """Raised when a record read from Redis cannot be decoded (corrupt, foreign or too new)."""
 
 
+class NoLiveSlave(RQClusterError):
+    """Raised when a job is submitted from the CLI while no slave of the cluster is live."""
+
+
+class SlaveWaitTimeout(NoLiveSlave):
+    """Raised when no slave became live within the time a submitter agreed to wait."""
+
+    exit_code = 3
+
+
 class NoSuchJob(RQClusterError):
     """Raised when a job id is not known to the cluster (never submitted, or expired)."""
 

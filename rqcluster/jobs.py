@@ -231,11 +231,11 @@ def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
 def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None,
             keep_partials: bool = False) -> None:
     """Free what a finished job no longer needs: delete its inputs, units and partials;
-    keep the record, per-slave counts and result (with ``keep_partials``, the partials are
+    keep the record, per-slave counts, attempts and result (with ``keep_partials``, the partials are
     the result) for ``ttl`` seconds."""
     record = get_record(conn, job_id)
-    doomed = [keys.units(job_id), keys.folded(job_id), keys.attempts(job_id)]
-    kept = [keys.job(job_id), keys.slave_counts(job_id)]
+    doomed = [keys.units(job_id), keys.folded(job_id)]
+    kept = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id)]
     (kept if keep_partials else doomed).append(keys.partials(job_id))
     for name in record.inputs:
         doomed += store.keys_of(conn, keys.job_input(job_id, name))

@@ -115,3 +115,14 @@ def live_slaves(conn: redis.Redis, config: ClusterConfig) -> dict[str, float]:
         pipe.exists(keys.heartbeat(s.name))
     alive = pipe.execute()
     return {s.name: s.performance for s, up in zip(config.slaves, alive, strict=True) if up}
+
+
+def wait_for_slaves(conn: redis.Redis, config: ClusterConfig, timeout: float,
+                    poll: float = 0.2) -> dict[str, float]:
+    """The live slaves, waiting up to ``timeout`` s for the first one; empty if none came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = live_slaves(conn, config)
+        if live or time.monotonic() >= deadline:
+            return live
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
