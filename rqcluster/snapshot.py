@@ -226,8 +226,7 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
     stats = _stats(first["stats"])
     job_ids = [_text(j) for j, _ in first["jobs"] or []]
     configured = {s.name for s in config.slaves}
-    extra = sorted({name for name in stats} | {r["slave"] for r in running.values()}
-                   - configured)
+    extra = sorted((set(stats) | {r["slave"] for r in running.values()}) - configured)
     workers = sorted({_worker_of(hb) for hb in first["slave_hb"] if hb} - {""}
                      | {r["worker"] for r in running.values()})
     second, trips = _read_second(conn, job_ids, workers, extra)

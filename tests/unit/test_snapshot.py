@@ -96,12 +96,15 @@ def test_a_unit_whose_worker_is_gone_is_shown_lost_and_the_silent_slave_dead(
 
 def test_a_slave_not_in_the_config_is_unknown_while_it_holds_work(redis_conn: redis.Redis,
                                                                   url: str) -> None:
-    redis_conn.hset(keys.SLAVE_STATS, mapping={"old": 5, "gone": 7})
+    redis_conn.hset(keys.SLAVE_STATS, mapping={"old": 5, "gone": 7, "slave1": 3,
+                                               "slave1:busy": 1.5, "slave1:lost": 1})
     redis_conn.rpush(keys.rq_queue_key("old"), "rqc-j-1", "rqc-j-2")
     snap = take_snapshot(redis_conn, config(url))
     unknown = [s for s in snap.slaves if not s.configured]
     assert [(s.name, s.state, s.queued, s.units_done) for s in unknown] == \
         [("old", "unknown", 2, 5)]  # "gone" holds nothing: not shown
+    s1 = snap.slaves[0]
+    assert (s1.name, s1.units_done, s1.busy_seconds, s1.lost) == ("slave1", 3, 1.5, 1)
 
 
 def test_throughput_is_the_last_minute_of_rate_buckets(redis_conn: redis.Redis,
