@@ -63,10 +63,13 @@ FIXED_LINES = 2 + 1 + 1  # header, results-stream line, footer
 
 def fit(height: int, slaves: list[SlaveView], jobs: list[JobView], events: list[Event]
         ) -> tuple[list[SlaveView], list[JobView], list[Event]]:
-    """Cut the lists so the frame is at most ``height`` lines: slaves first, then at
-    least a few jobs and events, then more jobs, then more events."""
-    room = height - FIXED_LINES - 3 * TABLE_CHROME
-    slaves = slaves[:max(1, room - 4)]
+    """Cut the lists so the frame is at most ``height`` lines: slaves first (leaving a
+    few rows for jobs and events), then at least three jobs and three events, then more
+    jobs, then more events. Each list keeps a line for "+N more" or "no jobs"."""
+    room = height - FIXED_LINES - 3 * TABLE_CHROME - 2
+    if len(slaves) > room - 6:
+        slaves = slaves[:max(1, room - 7)]
+        room -= 1  # "+N more"
     room -= len(slaves)
     n_jobs = min(len(jobs), max(0, min(3, room)))
     room -= n_jobs

@@ -176,6 +176,17 @@ def test_a_short_terminal_keeps_the_slaves_and_cuts_jobs_and_events() -> None:
     assert "slave1" in frame and "slave2" in frame and "more" in frame
 
 
+@pytest.mark.parametrize("slaves", [2, 30])
+@pytest.mark.parametrize("height", [24, 40])
+def test_the_frame_fits_the_terminal_height(slaves: int, height: int) -> None:
+    many = tuple(SlaveView(f"s{i}", "idle", performance=1.0) for i in range(slaves))
+    jobs = tuple(job(f"job{i:011d}") for i in range(30))
+    events = tuple(Event(NOW - i, "job-done", {"job": str(i)}) for i in range(12))
+    frame = text(snapshot(slaves=many, jobs=jobs, events=events), 80, height=height)
+    assert len(frame.splitlines()) <= height
+    assert "job00000000000" in frame and "job-done" in frame
+
+
 def test_fit_shares_the_rows_slaves_first() -> None:
     slaves = [SlaveView(f"s{i}", "idle") for i in range(5)]
     jobs = [job(str(i)) for i in range(10)]
