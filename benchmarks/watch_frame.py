@@ -74,6 +74,8 @@ def populate(conn: redis.Redis, config: ClusterConfig, queued: int) -> None:
         if state is JobState.RUNNING:  # 100 units started of each, a few twice
             pipe.hset(keys.attempts(job_id),
                       mapping={str(u): 1 + (u % 25 == 0) for u in range(100)})
+        elif total:  # ended jobs keep their attempts: 1,000 fields each
+            pipe.hset(keys.attempts(job_id), mapping={str(u): 1 for u in range(1000)})
     per_slave = queued // SLAVES
     for n, s in enumerate(config.slaves):
         worker = f"{s.name}.{4000 + n}"

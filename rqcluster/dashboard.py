@@ -130,7 +130,7 @@ def slave_table(snap: Snapshot, slaves: list[SlaveView], wide: bool) -> Table:
     table.add_column("perf cfg/obs" if wide else "perf", no_wrap=True, justify="right")
     table.add_column("state", no_wrap=True)
     table.add_column("beat", no_wrap=True, justify="right")
-    table.add_column("unit", min_width=6)
+    table.add_column("unit")
     table.add_column("for", no_wrap=True, justify="right")
     table.add_column("done", no_wrap=True, justify="right")
     table.add_column("u/s", no_wrap=True, justify="right")
@@ -161,14 +161,14 @@ def job_table(snap: Snapshot, jobs: list[JobView], wide: bool, widest: bool = Fa
               hidden: int = 0) -> Table:
     running = sum(1 for j in snap.jobs if not j.terminal)
     table = _table(f"Jobs  {running} unfinished · {len(snap.jobs)} listed")
-    table.add_column("job", min_width=14)
+    table.add_column("job", no_wrap=True)  # whole, to paste into `rqcluster status`
     table.add_column("kind", max_width=10)
     table.add_column("state", no_wrap=True)
     table.add_column("progress", no_wrap=True)
     table.add_column("elapsed" if wide else "time", no_wrap=True, justify="right")
     table.add_column("eta", no_wrap=True, justify="right")
-    table.add_column("retry/lost" if wide else "r/l", no_wrap=True, justify="right")
-    table.add_column("per slave / error" if wide else "split", min_width=8)
+    table.add_column("retry/lost/moved" if wide else "r/l/m", no_wrap=True, justify="right")
+    table.add_column("per slave / error" if wide else "split")
     if widest:
         table.add_column("description")
     if not jobs:
@@ -261,9 +261,8 @@ def progress(j: JobView) -> Text:
 
 
 def retries(j: JobView) -> str:
-    r = "?" if j.retries is None else str(j.retries)
-    lost = "?" if j.lost is None else str(j.lost)
-    return f"{r}/{lost}"
+    """``retries/lost/moved``; ``?`` where the counts were not read (very large jobs)."""
+    return "/".join("?" if n is None else str(n) for n in (j.retries, j.lost, j.moved))
 
 
 def detail(j: JobView) -> Text:

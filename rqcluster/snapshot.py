@@ -36,38 +36,51 @@ RATE_BUCKET = 5        # seconds per slave rate bucket (the completion script's)
 RATE_BUCKETS = 12      # buckets kept: the last minute
 MAX_JOBS = 100         # newest jobs read per snapshot
 MAX_EVENTS = 12
-# Attempt fields the retry count may read per snapshot, over all unfinished jobs: a job
-# whose attempts hash does not fit the rest of the budget shows its retries as unknown.
+# Attempt fields the retry counts may read per snapshot, over all listed jobs (unfinished
+# ones first): a job whose attempts hash does not fit the rest shows its counts unknown.
 ATTEMPTS_BUDGET = 20_000
 # A slave counts as measured (shows an observed performance) after this many units.
 MEASURED_UNITS = 3
 
-# Per unfinished job: units started, retries and lost runs, from its attempts hash,
-# within a budget of fields read (the dashboard must not read 100,000 fields a frame).
-# KEYS[i] = attempts hash of job i
+# Per job: units started, retries, runs lost with a dead slave and units moved, from its
+# attempts hash ("{unit}" -> starts, "{unit}:lost" -> JSON list of slaves that died
+# running it, "{unit}:moves" -> moves), within a budget of fields read (a dashboard must
+# not read 100,000 fields a frame). Unfinished jobs are read first: they change.
+# KEYS[2i-1] = job hash of job i   KEYS[2i] = attempts hash of job i
 # ARGV[1] = fields this call may read in all
-# Returns, per job, {fields, started, retries, lost}; started = -1 when over the budget.
+# Returns, per job, {fields, started, retries, lost, moved}; started = -1 when the job's
+# hash did not fit the budget.
 ATTEMPTS_SUMMARY = """
 local budget = tonumber(ARGV[1])
 local out = {}
-for i, key in ipairs(KEYS) do
+local function summarise(i)
+  local key = KEYS[2 * i]
   local n = redis.call('HLEN', key)
   if n > budget then
-    out[i] = {n, -1, 0, 0}
-  else
-    budget = budget - n
-    local flat = redis.call('HGETALL', key)
-    local started, tries, lost = 0, 0, 0
-    for j = 1, #flat, 2 do
-      if string.sub(flat[j], -5) == ':lost' then
-        local ok, slaves = pcall(cjson.decode, flat[j + 1])
-        if ok and type(slaves) == 'table' then lost = lost + #slaves end
-      else
-        started = started + 1
-        tries = tries + (tonumber(flat[j + 1]) or 0)
-      end
+    out[i] = {n, -1, 0, 0, 0}
+    return
+  end
+  budget = budget - n
+  local flat = redis.call('HGETALL', key)
+  local started, tries, lost, moved = 0, 0, 0, 0
+  for j = 1, #flat, 2 do
+    local f, v = flat[j], flat[j + 1]
+    if not string.find(f, ':', 1, true) then
+      started = started + 1
+      tries = tries + (tonumber(v) or 0)
+    elseif string.sub(f, -5) == ':lost' then
+      local ok, slaves = pcall(cjson.decode, v)
+      if ok and type(slaves) == 'table' then lost = lost + #slaves end
+    elseif string.sub(f, -6) == ':moves' then
+      moved = moved + (tonumber(v) or 0)
     end
-    out[i] = {n, started, tries - started, lost}
+  end
+  out[i] = {n, started, tries - started, lost, moved}
+end
+for pass = 1, 2 do
+  for i = 1, #KEYS / 2 do
+    local state = redis.call('HGET', KEYS[2 * i - 1], 'state')
+    if (pass == 1) == (state == 'running' or state == 'submitted') then summarise(i) end
   end
 end
 return out
@@ -154,6 +167,7 @@ class JobView:
     per_slave: dict[str, int] = field(default_factory=dict)
     retries: int | None = None  # unit starts beyond the first; None: not known
     lost: int | None = None     # runs lost with a dead slave
+    moved: int | None = None    # units moved off a dead slave (queued or running)
     error: str | None = None
     waiting: str | None = None
 
@@ -306,10 +320,10 @@ def _read_second(conn: redis.Redis, job_ids: list[str], workers: list[str],
     for job_id in job_ids:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.slave_counts(job_id))
-    # Attempts hashes are deleted when a job ends, so reading them for every listed job
-    # costs nothing for finished ones; the budget bounds the unfinished ones.
+    # The budget bounds what the attempts summary reads, however big the jobs are.
     if job_ids:
-        pipe.eval(ATTEMPTS_SUMMARY, len(job_ids), *(keys.attempts(j) for j in job_ids),
+        pipe.eval(ATTEMPTS_SUMMARY, 2 * len(job_ids),
+                  *(k for j in job_ids for k in (keys.job(j), keys.attempts(j))),
                   ATTEMPTS_BUDGET)
     for w in workers:
         pipe.get(keys.worker(w))
@@ -494,14 +508,12 @@ def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
         rate = r.done_units / (end - r.started)
         if not r.state.terminal and r.total is not None:
             eta = (r.total - r.done_units) / rate
-    retries: int | None = None
-    lost: int | None = None
-    if "retries" in fields:  # a counter kept by the job itself, if the cluster keeps one
-        retries, lost = _int(fields["retries"]), _int(fields.get("lost"), 0)
-    elif isinstance(summary, list) and len(summary) == 4 and _int(summary[1], -1) >= 0:
-        retries, lost = _int(summary[2]), _int(summary[3])
-    elif r.state.value == "submitted":
-        retries = lost = 0
+    retries = lost = moved = None
+    if "retries" in fields:  # counters kept by the job itself, if the cluster keeps them
+        retries, lost, moved = (_int(fields["retries"]), _int(fields.get("lost"), 0),
+                                _int(fields.get("moved"), 0))
+    elif isinstance(summary, list) and len(summary) == 5 and _int(summary[1], -1) >= 0:
+        retries, lost, moved = _int(summary[2]), _int(summary[3]), _int(summary[4])
     error = None
     if r.error:
         lines = str(r.error.get("message", "error")).strip().splitlines() or ["error"]
@@ -510,7 +522,8 @@ def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
     return JobView(id=r.id, kind=r.kind, state=r.state.value, description=r.description,
                    total=r.total, done=r.done_units, submitted=r.submitted, started=r.started,
                    finished=r.finished, elapsed=max(0.0, end - r.submitted), rate=rate,
-                   eta=eta, per_slave=per_slave, retries=retries, lost=lost, error=error,
+                   eta=eta, per_slave=per_slave, retries=retries, lost=lost, moved=moved,
+                   error=error,
                    waiting=r.waiting)
 
 

@@ -29,7 +29,7 @@ def job(job_id: str, state: str = "running", total: int | None = 90, done: int =
         id=job_id, kind="matmul", state=state, description="matmul 2048x2048 @ 2048x2048",
         total=total, done=done, submitted=NOW - 40, started=NOW - 39, finished=None,
         elapsed=40.0, rate=1.1, eta=41.0, per_slave={"slave1": 15, "slave2": 30},
-        retries=1, lost=0)
+        retries=1, lost=0, moved=2)
     fields.update(kw)
     return JobView(**fields)  # type: ignore[arg-type]
 
@@ -77,6 +77,16 @@ def test_no_line_is_wider_than_the_terminal(width: int) -> None:
     assert max(len(line) for line in frame.splitlines()) <= width
 
 
+@pytest.mark.parametrize("width", range(70, 200, 3))
+def test_a_shortened_cell_ends_in_an_ellipsis_at_any_width(width: int) -> None:
+    failed = job("bad0000000000a", state="failed", error="unit 2: ValueError: bad item 7")
+    frame = text(snapshot(jobs=(job("691f2a3bc0ffee"), failed)), width)
+    for line in frame.splitlines():
+        assert len(line) <= width
+        for whole in ("slave1 15 slave2 30", "unit 2: ValueError: bad item 7"):
+            assert whole[:10] not in line or whole in line or "…" in line, line
+
+
 def test_at_80_columns_every_column_the_operator_needs_is_there() -> None:
     frame = text(snapshot(), 80)
     for heading in ("slave", "perf", "state", "beat", "unit", "for", "done", "u/s",
@@ -87,6 +97,7 @@ def test_at_80_columns_every_column_the_operator_needs_is_there() -> None:
     assert "c0ffee:12" in row and "120" in row and "0.60" in row and "42" in row
     jobs = line_with(frame, "691f2a3bc0ffee")  # the full id, to paste into `status`
     assert "running" in jobs and "45/90" in jobs and "█████░░░░░" in jobs and "41s" in jobs
+    assert "1/0/2" in jobs  # retries / runs lost / units moved
 
 
 def test_wider_terminals_get_more_columns() -> None:

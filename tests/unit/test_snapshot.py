@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from rqcluster import events, keys, liveness
+from rqcluster import events, keys, liveness, snapshot
 from rqcluster.config import ClusterConfig, Node, Options, RedisSettings, Slave
 from rqcluster.models import JobRecord, JobState
 from rqcluster.reduce import ensure_group
@@ -125,7 +125,8 @@ def test_jobs_show_progress_eta_split_retries_and_lost_runs(redis_conn: redis.Re
     add_job(redis_conn, "run", JobState.RUNNING, total=10, done=4, started=now - 8)
     redis_conn.hset(keys.slave_counts("run"), mapping={"slave1": 1, "slave2": 3})
     redis_conn.hset(keys.attempts("run"), mapping={"0": 1, "1": 3, "2": 1,
-                                                   "1:lost": json.dumps(["slave2"])})
+                                                   "1:lost": json.dumps(["slave2"]),
+                                                   "1:moves": 1, "3:moves": 2})
     add_job(redis_conn, "bad", JobState.FAILED, total=4, done=1, started=now - 20,
             finished=now - 10, error={"unit": 2, "slave": "slave1",
                                       "message": "ValueError: bad item 7"})
@@ -134,7 +135,7 @@ def test_jobs_show_progress_eta_split_retries_and_lost_runs(redis_conn: redis.Re
     run = by_id["run"]
     assert (run.done, run.total, run.per_slave) == (4, 10, {"slave1": 1, "slave2": 3})
     assert run.rate == pytest.approx(0.5) and run.eta == pytest.approx(12.0)
-    assert (run.retries, run.lost) == (2, 1)
+    assert (run.retries, run.lost, run.moved) == (2, 1, 3)
     bad = by_id["bad"]
     assert bad.error == "unit 2: ValueError: bad item 7" and bad.eta is None
 
@@ -193,6 +194,19 @@ def test_the_snapshot_costs_two_round_trips_whatever_is_queued(redis_conn: redis
         assert len(trips) == snap.round_trips == 2
         assert sum(s.queued for s in snap.slaves) == 4 * n
     assert not {"KEYS", "SCAN", "LRANGE", "SMEMBERS"} & set(commands)
+
+
+def test_retry_counts_read_unfinished_jobs_first_within_a_budget(
+        redis_conn: redis.Redis, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "ATTEMPTS_BUDGET", 150)
+    add_job(redis_conn, "old-running", JobState.RUNNING, total=100, started=time.time())
+    redis_conn.hset(keys.attempts("old-running"), mapping={str(i): 1 for i in range(100)})
+    add_job(redis_conn, "new-done", JobState.DONE, total=100, done=100,
+            started=time.time(), finished=time.time())
+    redis_conn.hset(keys.attempts("new-done"), mapping={str(i): 2 for i in range(100)})
+    by_id = {j.id: j for j in take_snapshot(redis_conn, config(url)).jobs}
+    assert by_id["old-running"].retries == 0
+    assert by_id["new-done"].retries is None  # did not fit what was left of the budget
 
 
 def test_observed_performance_is_on_the_configured_scale() -> None:
