@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import signal
 import sys
 import termios
 import time
@@ -107,3 +108,22 @@ def test_the_live_dashboard_quits_on_q_or_ctrl_c_and_restores_the_terminal(
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_a_killed_slave_turns_dead_once_its_heartbeat_expires(
+        make_cluster: Callable[..., NodeCluster]) -> None:
+    c = make_cluster(slaves=(("slave1", 1), ("slave2", 1)), options={"heartbeat-ttl": 2})
+    c.start_standard()
+    os.killpg(c.procs["slave2"].pid, signal.SIGKILL)  # no goodbye: only the TTL tells
+    c.stop_node("slave2")
+
+    def states() -> dict[str, str]:
+        proc = c.cli("watch", "--json")
+        assert proc.returncode == 0, describe(proc)
+        return {s["name"]: s["state"] for s in json.loads(proc.stdout)["slaves"]}
+
+    wait_until(lambda: states() == {"slave1": "idle", "slave2": "dead"}, 30,
+               interval=0.5, message="slave2 never shown dead")
+    frame = c.cli("watch", "--once")
+    row = next(line for line in frame.stdout.splitlines() if line.startswith("slave2 "))
+    assert "dead" in row and "1/2 alive" in frame.stdout, frame.stdout
