@@ -42,10 +42,12 @@ def print_once(conn: redis.Redis, config: ClusterConfig, console: Console,
 
 def run_live(conn: redis.Redis, config: ClusterConfig, console: Console,
              interval: float = 1.0, max_jobs: int = MAX_JOBS,
-             stdin: IO[str] | None = None) -> None:
-    """Redraw every ``interval`` seconds on the full screen until q or Ctrl-C."""
+             stdin: IO[str] | None = None, frames: int | None = None) -> None:
+    """Redraw every ``interval`` seconds on the full screen until q or Ctrl-C (or after
+    ``frames`` frames: tests)."""
     stop = threading.Event()
     last: Snapshot | None = None
+    drawn = 0
     try:
         with quit_keys(stdin or sys.stdin, stop), \
                 Live(console=console, screen=True, auto_refresh=False,
@@ -59,6 +61,9 @@ def run_live(conn: redis.Redis, config: ClusterConfig, console: Console,
                                        footer=footer(last, took, interval)), refresh=True)
                 except redis.RedisError as e:
                     live.update(broker_lost(last, e, console), refresh=True)
+                drawn += 1
+                if frames is not None and drawn >= frames:
+                    break
                 stop.wait(max(0.05, interval - (time.perf_counter() - started)))
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a watch ends: the context managers restored the terminal
