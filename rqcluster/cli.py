@@ -399,7 +399,7 @@ def cancel(ctx: CliContext, job_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
               metavar="SECONDS", help="Time between frames.")
-@click.option("--jobs", "max_jobs", default=100, show_default=True,
+@click.option("--jobs", "max_jobs", default=100, show_default=True, metavar="N",
               type=click.IntRange(min=1), help="Newest jobs to read per frame.")
 @pass_ctx
 def watch(ctx: CliContext, once: bool, as_json: bool, interval: float, max_jobs: int) -> None:
