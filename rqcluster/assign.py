@@ -135,6 +135,7 @@ class Assigner:
                          for u in mine], pipeline=pipe)
                 pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
                                             "total": len(units), "remaining": len(units),
+                                            "retries": 0, "lost": 0, "moved": 0,
                                             "started": repr(time.time())})
                 pipe.hdel(job_key, "waiting")
                 pipe.lrem(keys.assigning(self.node), 0, record.id)
