@@ -111,7 +111,7 @@ def test_two_completions_racing_count_once(redis_conn, config):
     job_id = enqueue.submit(redis_conn, "montecarlo", samples=5000, seed=9, unit_samples=1000)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
     first = units_of(redis_conn, job_id)[0]
-    _, complete = execute._unit_scripts(redis_conn)
+    complete = execute._unit_scripts(redis_conn).complete
     args = dict(keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
                       keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING,
                       keys.SLAVE_STATS, keys.slave_rate(first.slave)])

@@ -50,7 +50,7 @@ def start_without_finishing(conn: redis.Redis, job_id: str, index: int, slave: s
     """What a worker does before it is killed mid-unit: the start script only."""
     status = liveness.WorkerStatus(slave, worker)
     status.begin(keys.unit_member(job_id, index))
-    start, _ = execute._unit_scripts(conn)
+    start = execute._unit_scripts(conn).start
     start(keys=[keys.job(job_id), keys.units(job_id), keys.attempts(job_id), keys.RUNNING,
                 keys.worker(worker), keys.partials(job_id), keys.slave_units(slave)],
           args=[index, keys.unit_member(job_id, index), liveness.running_entry(worker, slave),
