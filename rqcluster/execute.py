@@ -109,10 +109,12 @@ class _Batch:
         self.conn, self.job_id, self.slave = conn, job_id, slave
         self.worker = status.worker or f"{slave}.{liveness.PID}"
         self.scripts = _unit_scripts(conn)
+        self.indexes: list[int] = []
 
     def run(self, indexes: list[int]) -> list[str]:
         outcomes: list[str] = []
         try:
+            self.indexes = indexes
             answer: list[Any] | None = self.scripts.start(**self._start(indexes[0]))
             for at, index in enumerate(indexes):
                 following = indexes[at + 1] if at + 1 < len(indexes) else None
@@ -130,8 +132,12 @@ class _Batch:
         return {"keys": [keys.job(job_id), keys.units(job_id), keys.attempts(job_id),
                          keys.RUNNING, keys.worker(self.worker), keys.partials(job_id),
                          keys.slave_units(self.slave)],
-                "args": [index, member, liveness.running_entry(self.worker, self.slave),
+                "args": [index, member,
+                         liveness.running_entry(self.worker, self.slave, self._after(index)),
                          status.encode(), liveness.ttl_ms(_options.heartbeat_ttl)]}
+
+    def _after(self, index: int) -> list[int]:
+        return self.indexes[self.indexes.index(index) + 1:]
 
     def _complete(self, index: int, partial: bytes, took: float) -> dict[str, Any]:
         job_id = self.job_id

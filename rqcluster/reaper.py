@@ -45,7 +45,7 @@ class Lost:
 
     member: str
     slave: str
-    reason: str  # "slave-silent" | "worker-died" | "completion-lost" | "not-delivered"
+    reason: str  # slave-silent | worker-died | batch-lost | completion-lost | not-delivered
     worker: str = ""
 
     @property
@@ -86,13 +86,17 @@ class Suspects:
 
 def running_lost(running: Mapping[str, dict[str, Any]],
                  workers: Mapping[str, dict[str, Any] | None]) -> tuple[list[Lost], list[Lost]]:
-    """Running units whose worker is gone (certain), and those whose live worker says it
-    runs another unit (to confirm on a later pass)."""
+    """Running units whose worker is gone (certain; with the rest of their batch, which
+    died with the worker's RQ job), and those whose live worker says it runs another unit
+    (to confirm on a later pass)."""
     gone, mismatched = [], []
     for member, entry in running.items():
         status = workers.get(entry["worker"])
         if status is None:
             gone.append(Lost(member, entry["slave"], "worker-died", entry["worker"]))
+            job_id = member.rsplit(":", 1)[0]
+            gone += [Lost(keys.unit_member(job_id, i), entry["slave"], "batch-lost")
+                     for i in entry.get("rest", ()) if keys.unit_member(job_id, i) not in running]
         elif status.get("unit") != member:
             mismatched.append(Lost(member, entry["slave"], "completion-lost", entry["worker"]))
     return gone, mismatched
@@ -148,6 +152,7 @@ class Reaper:
         sure = self._mismatched.confirm(now, (x.member for x in mismatched), self.ttl / 2)
         lost += [x for x in mismatched if x.member in sure]
         lost += self._undelivered_units(now, views, running)
+        lost = list({x.member: x for x in reversed(lost)}.values())[::-1]  # first wins
         if not lost:
             return 0
         shares = {s.name: s.performance for s in self.config.slaves
