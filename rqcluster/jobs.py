@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from rqcluster import codec, events, keys, liveness, store
-from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
+from rqcluster.errors import DecodeError, InputError, JobFailed, JobTimeout, NoSuchJob
 from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
@@ -222,6 +222,40 @@ def _unhold(conn: redis.Redis, job_id: str) -> None:
         pipe.srem(keys.slave_units(UnitRecord.decode(raw).slave), member)
         pipe.hdel(keys.RUNNING, member)
     pipe.execute()
+
+
+def forget(conn: redis.Redis, job_id: str) -> None:
+    """Delete an ended job now (record, result, counters) instead of at its expiry;
+    refused while it runs (cancel it first)."""
+    record = get_record(conn, job_id)
+    if not record.state.terminal:
+        raise InputError(f"job {job_id} is {record.state.value}; cancel it first "
+                         f"(rqcluster cancel {job_id})")
+    base = keys.job_result(job_id)
+    meta = conn.get(base)
+    doomed = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id),
+              keys.ended(job_id), keys.partials(job_id)]
+    stacked = meta is not None and json.loads(meta).get("type") == "stack"
+    doomed += [base] if stacked else store.keys_of(conn, base)  # (stacked: the partials)
+    pipe = conn.pipeline(transaction=True)
+    pipe.delete(*doomed)
+    pipe.zrem(keys.JOBS_INDEX, job_id)
+    pipe.execute()
+
+
+def prune_index(conn: redis.Redis, older_than: float, batch: int = 500) -> int:
+    """Drop index entries of jobs submitted before ``older_than`` whose records expired
+    (the index would otherwise grow with the cluster's history); returns how many."""
+    ids = conn.zrangebyscore(keys.JOBS_INDEX, "-inf", older_than, start=0, num=batch)
+    if not ids:
+        return 0
+    pipe = conn.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.exists(keys.job(job_id.decode()))
+    gone = [job_id for job_id, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+    if gone:
+        conn.zrem(keys.JOBS_INDEX, *gone)
+    return len(gone)
 
 
 def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:

@@ -32,7 +32,7 @@ from rq import Queue
 
 from rqcluster import events, keys, rqjobs
 from rqcluster.config import ClusterConfig
-from rqcluster.jobs import end_job
+from rqcluster.jobs import end_job, prune_index
 from rqcluster.models import JobState, UnitRecord
 from rqcluster.scripts import MOVE_UNIT
 
@@ -127,11 +127,15 @@ class Reaper:
         self._undelivered = Suspects()
         self._silent: set[str] = set()  # slaves already reported silent
         self._queues: dict[str, Queue] = {}
+        self._next_prune = 0.0
 
     def sweep(self, now: float | None = None) -> int:
         """Find lost units and move them; returns how many moved. ``now`` (seconds)
         replaces Redis's TIME for confirming suspects (tests)."""
         redis_now, views, running = self._read()
+        if redis_now >= self._next_prune:  # housekeeping, once a minute
+            self._next_prune = redis_now + 60
+            prune_index(self.conn, redis_now - self.config.options.result_ttl - 86400)
         now = redis_now if now is None else now
         lost: list[Lost] = []
         dead = [s for s, v in views.items() if not v.alive and v.held]
