@@ -78,6 +78,7 @@ def write(conn: redis.Redis, job: ValidatedJob) -> str:
             store.put_blob(pipe, base, value.blob)
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
+    pipe.zadd(keys.UNFINISHED, {job_id: now})
     pipe.rpush(keys.SUBMITTED, job_id)
     events.emit(pipe, events.JOB_SUBMITTED, job=job_id, kind=job.kind)
     pipe.execute()

@@ -202,8 +202,8 @@ def _stacked_blocks(conn: redis.Redis, job_id: str, meta: dict[str, Any],
 def end_job(conn: redis.Redis, job_id: str, state: JobState,
             error: dict[str, Any] | None = None, ttl: int = 86400) -> bool:
     """Move an unfinished job to failed/cancelled; True if this call ended it."""
-    ended = conn.eval(END_JOB, 2, keys.job(job_id), keys.ended(job_id), state.value,
-                      json.dumps(error) if error else "")
+    ended = conn.eval(END_JOB, 3, keys.job(job_id), keys.ended(job_id), keys.UNFINISHED,
+                      state.value, json.dumps(error) if error else "", job_id)
     if ended:
         _unhold(conn, job_id)
         release(conn, job_id, ttl)
@@ -240,6 +240,7 @@ def forget(conn: redis.Redis, job_id: str) -> None:
     pipe = conn.pipeline(transaction=True)
     pipe.delete(*doomed)
     pipe.zrem(keys.JOBS_INDEX, job_id)
+    pipe.zrem(keys.UNFINISHED, job_id)
     pipe.execute()
 
 
@@ -255,6 +256,7 @@ def prune_index(conn: redis.Redis, older_than: float, batch: int = 500) -> int:
     gone = [job_id for job_id, alive in zip(ids, pipe.execute(), strict=True) if not alive]
     if gone:
         conn.zrem(keys.JOBS_INDEX, *gone)
+        conn.zrem(keys.UNFINISHED, *gone)
     return len(gone)
 
 

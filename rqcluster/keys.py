@@ -24,6 +24,14 @@ COMBINE_READY = f"{PREFIX}:combine-ready"
 # Sorted set of every job id by submit time (score = unix time), for `status` and `watch`.
 JOBS_INDEX = f"{PREFIX}:jobs"
 
+# Sorted set of the jobs not yet ended, by submit time: the dashboard lists them however
+# old they are (JOBS_INDEX only gives it the newest).
+UNFINISHED = f"{PREFIX}:jobs:unfinished"
+
+# Set of every slave name that ever heartbeat, so the dashboard finds slaves that are not
+# in its config.
+SLAVES = f"{PREFIX}:slaves"
+
 # Hash: combiner consumer name -> partials it stored (lets operators see the sharing).
 COMBINER_STATS = f"{PREFIX}:stats:combiners"
 

@@ -74,7 +74,8 @@ def worker_beat(conn: redis.Redis, status: WorkerStatus, ttl: float) -> bool:
     pipe = conn.pipeline(transaction=False)
     pipe.set(keys.heartbeat(status.slave), json.dumps(record), px=ttl_ms(ttl), get=True)
     pipe.set(keys.worker(status.worker), status.encode(), px=ttl_ms(ttl))
-    previous, _ = pipe.execute()
+    pipe.sadd(keys.SLAVES, status.slave)
+    previous, _, _ = pipe.execute()
     return previous is None
 
 

@@ -5,12 +5,12 @@ records whose size is bounded by the number of slaves, workers and jobs shown, n
 the number of queued units (LLEN and SCARD are O(1); no KEYS, no SCAN):
 
 1. the broker's TIME and INFO, both role heartbeats, the slave stats, the running units,
-   the newest job ids, the results stream and its consumer group, the newest events, and
-   per configured slave its heartbeat (and PTTL), queue length, held units and rate
-   buckets;
-2. what the first answer named: every listed job's record and per-slave counts, one
-   bounded script summing the unfinished jobs' attempts, every worker's status (and
-   PTTL), and the same per-slave records for slaves not in the config.
+   the newest and the oldest unfinished job ids, the known slave names, the results
+   stream and its consumer group, the newest events, and per configured slave its
+   heartbeat (and PTTL), queue length, held units and rate buckets;
+2. what the first answer named: every listed job's record (with its own retry, lost and
+   moved counters) and per-slave counts, every worker's status (and PTTL), and the same
+   per-slave records for slaves not in the config.
 
 Ages are computed from TTLs (Redis's clock), never by comparing two machines' clocks.
 Everything here is plain data; ``dashboard`` renders it without touching Redis.
@@ -36,55 +36,9 @@ RATE_BUCKET = 5        # seconds per slave rate bucket (the completion script's)
 RATE_BUCKETS = 12      # buckets kept: the last minute
 MAX_JOBS = 100         # newest jobs read per snapshot
 MAX_EVENTS = 12
-# Attempt fields the retry counts may read per snapshot, over all listed jobs (unfinished
-# ones first): a job whose attempts hash does not fit the rest shows its counts unknown.
-ATTEMPTS_BUDGET = 20_000
 # A slave counts as measured (shows an observed performance) after this many units.
 MEASURED_UNITS = 3
 
-# Per job: units started, retries, runs lost with a dead slave and units moved, from its
-# attempts hash ("{unit}" -> starts, "{unit}:lost" -> JSON list of slaves that died
-# running it, "{unit}:moves" -> moves), within a budget of fields read (a dashboard must
-# not read 100,000 fields a frame). Unfinished jobs are read first: they change.
-# KEYS[2i-1] = job hash of job i   KEYS[2i] = attempts hash of job i
-# ARGV[1] = fields this call may read in all
-# Returns, per job, {fields, started, retries, lost, moved}; started = -1 when the job's
-# hash did not fit the budget.
-ATTEMPTS_SUMMARY = """
-local budget = tonumber(ARGV[1])
-local out = {}
-local function summarise(i)
-  local key = KEYS[2 * i]
-  local n = redis.call('HLEN', key)
-  if n > budget then
-    out[i] = {n, -1, 0, 0, 0}
-    return
-  end
-  budget = budget - n
-  local flat = redis.call('HGETALL', key)
-  local started, tries, lost, moved = 0, 0, 0, 0
-  for j = 1, #flat, 2 do
-    local f, v = flat[j], flat[j + 1]
-    if not string.find(f, ':', 1, true) then
-      started = started + 1
-      tries = tries + (tonumber(v) or 0)
-    elseif string.sub(f, -5) == ':lost' then
-      local ok, slaves = pcall(cjson.decode, v)
-      if ok and type(slaves) == 'table' then lost = lost + #slaves end
-    elseif string.sub(f, -6) == ':moves' then
-      moved = moved + (tonumber(v) or 0)
-    end
-  end
-  out[i] = {n, started, tries - started, lost, moved}
-end
-for pass = 1, 2 do
-  for i = 1, #KEYS / 2 do
-    local state = redis.call('HGET', KEYS[2 * i - 1], 'state')
-    if (pass == 1) == (state == 'running' or state == 'submitted') then summarise(i) end
-  end
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -240,7 +194,8 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
     stats = _stats(first["stats"])
     job_ids = [_text(j) for j, _ in first["jobs"] or []]
     configured = {s.name for s in config.slaves}
-    extra = sorted((set(stats) | {r["slave"] for r in running.values()}) - configured)
+    extra = sorted((set(stats) | {r["slave"] for r in running.values()}
+                    | first["known_slaves"]) - configured)
     workers = sorted({_worker_of(hb) for hb in first["slave_hb"] if hb} - {""}
                      | {r["worker"] for r in running.values()})
     second, trips = _read_second(conn, job_ids, workers, extra)
@@ -262,7 +217,7 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
                                                config.master_combine.name),
                                        first["roles"], strict=True)),
         slaves=tuple(observe(slaves)),
-        jobs=tuple(_jobs(job_ids, second["jobs"], second["attempts"], now)),
+        jobs=tuple(_jobs(second["jobs"], now)),
         stream=_stream(first["stream"], ttl), events=tuple(_events(first["events"])),
         submitted=_int(first["submitted"]), round_trips=1 + trips)
 
@@ -291,6 +246,8 @@ def _read_first(conn: redis.Redis, config: ClusterConfig, max_jobs: int,
     pipe.hgetall(keys.SLAVE_STATS)
     pipe.hgetall(keys.RUNNING)
     pipe.zrevrange(keys.JOBS_INDEX, 0, max_jobs - 1, withscores=True)
+    pipe.zrange(keys.UNFINISHED, 0, max_jobs - 1, withscores=True)
+    pipe.smembers(keys.SLAVES)
     pipe.llen(keys.SUBMITTED)
     pipe.xlen(keys.RESULTS_STREAM)
     pipe.xinfo_groups(keys.RESULTS_STREAM)
@@ -302,11 +259,12 @@ def _read_first(conn: redis.Redis, config: ClusterConfig, max_jobs: int,
     # A missing stream or group is an error reply, not a failure of the snapshot.
     r = [None if isinstance(x, redis.ResponseError) else x
          for x in pipe.execute(raise_on_error=False)]
-    slave_raw = r[15:]
+    slave_raw = r[17:]
     return {
         "time": r[0], "info": r[1] or {}, "roles": [(r[2], r[3]), (r[4], r[5])],
-        "stats": r[6] or {}, "running": r[7] or {}, "jobs": r[8], "submitted": r[9],
-        "stream": (r[10], r[11], r[12], r[13]), "events": r[14] or [],
+        "stats": r[6] or {}, "running": r[7] or {}, "jobs": _newest(r[8], r[9], max_jobs),
+        "known_slaves": {_text(n) for n in r[10] or ()}, "submitted": r[11],
+        "stream": (r[12], r[13], r[14], r[15]), "events": r[16] or [],
         "slave_records": _chunks(slave_raw, SLAVE_COMMANDS),
         "slave_hb": slave_raw[::SLAVE_COMMANDS],
     }
@@ -315,16 +273,11 @@ def _read_first(conn: redis.Redis, config: ClusterConfig, max_jobs: int,
 def _read_second(conn: redis.Redis, job_ids: list[str], workers: list[str],
                  extra: list[str]) -> tuple[dict[str, Any], int]:
     if not (job_ids or workers or extra):
-        return {"jobs": [], "attempts": {}, "workers": [], "extra_slaves": []}, 0
+        return {"jobs": [], "workers": [], "extra_slaves": []}, 0
     pipe = conn.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hgetall(keys.job(job_id))
         pipe.hgetall(keys.slave_counts(job_id))
-    # The budget bounds what the attempts summary reads, however big the jobs are.
-    if job_ids:
-        pipe.eval(ATTEMPTS_SUMMARY, 2 * len(job_ids),
-                  *(k for j in job_ids for k in (keys.job(j), keys.attempts(j))),
-                  ATTEMPTS_BUDGET)
     for w in workers:
         pipe.get(keys.worker(w))
         pipe.pttl(keys.worker(w))
@@ -332,11 +285,9 @@ def _read_second(conn: redis.Redis, job_ids: list[str], workers: list[str],
         _slave_commands(pipe, name)
     r = pipe.execute(raise_on_error=False)
     n = 2 * len(job_ids)
-    summary = r[n] if job_ids and not isinstance(r[n], Exception) else []
-    rest = r[n + (1 if job_ids else 0):]
+    rest = r[n:]
     m = 2 * len(workers)
     return {"jobs": _chunks(r[:n], 2),
-            "attempts": dict(zip(job_ids, summary or [], strict=False)),
             "workers": _chunks(rest[:m], 2),
             "extra_slaves": _chunks(rest[m:], SLAVE_COMMANDS)}, 1
 
@@ -484,10 +435,20 @@ def _broker(url: str, info: dict[str, Any]) -> BrokerView:
                       clients=info.get("connected_clients"))
 
 
-def _jobs(job_ids: list[str], raws: list[tuple[Any, Any]], attempts: dict[str, Any],
-          now: float) -> list[JobView]:
+def _newest(newest: Any, unfinished: Any, limit: int) -> list[tuple[Any, float]]:
+    """The jobs to show, newest first: the newest ones, and unfinished ones however old
+    (those first when there are more than ``limit``)."""
+    chosen = {_text(j): score for j, score in unfinished or []}
+    for j, score in newest or []:
+        if len(chosen) >= limit:
+            break
+        chosen.setdefault(_text(j), score)
+    return sorted(chosen.items(), key=lambda js: -js[1])
+
+
+def _jobs(raws: list[tuple[Any, Any]], now: float) -> list[JobView]:
     out = []
-    for job_id, (raw, counts) in zip(job_ids, raws, strict=True):
+    for raw, counts in raws:
         if not raw or isinstance(raw, Exception):
             continue  # expired (the index is trimmed by `status`)
         try:
@@ -496,12 +457,12 @@ def _jobs(job_ids: list[str], raws: list[tuple[Any, Any]], attempts: dict[str, A
             continue
         fields = {_text(k): _text(v) for k, v in raw.items()}
         per_slave = {_text(k): _int(v) for k, v in sorted((counts or {}).items())}
-        out.append(_job_view(record, fields, per_slave, attempts.get(job_id), now))
+        out.append(_job_view(record, fields, per_slave, now))
     return out
 
 
 def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
-              summary: Any, now: float) -> JobView:
+              now: float) -> JobView:
     end = r.finished if r.finished is not None else now
     rate = eta = None
     if r.started is not None and r.done_units and end > r.started:
@@ -509,11 +470,8 @@ def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
         if not r.state.terminal and r.total is not None:
             eta = (r.total - r.done_units) / rate
     retries = lost = moved = None
-    if "retries" in fields:  # counters kept by the job itself, if the cluster keeps them
-        retries, lost, moved = (_int(fields["retries"]), _int(fields.get("lost"), 0),
-                                _int(fields.get("moved"), 0))
-    elif isinstance(summary, list) and len(summary) == 5 and _int(summary[1], -1) >= 0:
-        retries, lost, moved = _int(summary[2]), _int(summary[3]), _int(summary[4])
+    if "retries" in fields:  # counted by the job itself from its placement on
+        retries, lost, moved = r.retries, r.lost, r.moved
     error = None
     if r.error:
         lines = str(r.error.get("message", "error")).strip().splitlines() or ["error"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from rqcluster import events, keys, liveness, snapshot
+from rqcluster import events, keys, liveness
 from rqcluster.config import ClusterConfig, Node, Options, RedisSettings, Slave
 from rqcluster.models import JobRecord, JobState
 from rqcluster.reduce import ensure_group
@@ -45,6 +45,8 @@ def add_job(conn: redis.Redis, job_id: str, state: JobState, total: int | None =
                        started=started, finished=finished, error=error)
     conn.hset(keys.job(job_id), mapping=record.encode())
     conn.zadd(keys.JOBS_INDEX, {job_id: record.submitted})
+    if not state.terminal:
+        conn.zadd(keys.UNFINISHED, {job_id: record.submitted})
 
 
 def busy_slave(conn: redis.Redis, slave: str, member: str, for_seconds: float) -> None:
@@ -124,9 +126,7 @@ def test_jobs_show_progress_eta_split_retries_and_lost_runs(redis_conn: redis.Re
     now = time.time()
     add_job(redis_conn, "run", JobState.RUNNING, total=10, done=4, started=now - 8)
     redis_conn.hset(keys.slave_counts("run"), mapping={"slave1": 1, "slave2": 3})
-    redis_conn.hset(keys.attempts("run"), mapping={"0": 1, "1": 3, "2": 1,
-                                                   "1:lost": json.dumps(["slave2"]),
-                                                   "1:moves": 1, "3:moves": 2})
+    redis_conn.hset(keys.job("run"), mapping={"retries": 2, "lost": 1, "moved": 3})
     add_job(redis_conn, "bad", JobState.FAILED, total=4, done=1, started=now - 20,
             finished=now - 10, error={"unit": 2, "slave": "slave1",
                                       "message": "ValueError: bad item 7"})
@@ -176,7 +176,8 @@ def test_the_snapshot_costs_two_round_trips_whatever_is_queued(redis_conn: redis
 
         def execute(*a: Any, **k: Any) -> Any:
             trips.append(len(pipe.command_stack))
-            commands.extend(str(c[0][0]) for c in pipe.command_stack)
+            commands.extend(str(c[0][0]) for c in pipe.command_stack
+                            if c[0][:2] != ("SMEMBERS", keys.SLAVES))  # (one per slave)
             return real_execute(*a, **k)
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
@@ -196,17 +197,24 @@ def test_the_snapshot_costs_two_round_trips_whatever_is_queued(redis_conn: redis
     assert not {"KEYS", "SCAN", "LRANGE", "SMEMBERS"} & set(commands)
 
 
-def test_retry_counts_read_unfinished_jobs_first_within_a_budget(
-        redis_conn: redis.Redis, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(snapshot, "ATTEMPTS_BUDGET", 150)
-    add_job(redis_conn, "old-running", JobState.RUNNING, total=100, started=time.time())
-    redis_conn.hset(keys.attempts("old-running"), mapping={str(i): 1 for i in range(100)})
-    add_job(redis_conn, "new-done", JobState.DONE, total=100, done=100,
-            started=time.time(), finished=time.time())
-    redis_conn.hset(keys.attempts("new-done"), mapping={str(i): 2 for i in range(100)})
-    by_id = {j.id: j for j in take_snapshot(redis_conn, config(url)).jobs}
-    assert by_id["old-running"].retries == 0
-    assert by_id["new-done"].retries is None  # did not fit what was left of the budget
+def test_an_old_unfinished_job_is_listed_beyond_the_newest_ones(
+        redis_conn: redis.Redis, url: str) -> None:
+    add_job(redis_conn, "old-running", JobState.RUNNING, total=10, started=time.time())
+    redis_conn.zadd(keys.JOBS_INDEX, {"old-running": 1.0})
+    redis_conn.zadd(keys.UNFINISHED, {"old-running": 1.0})
+    for i in range(5):
+        add_job(redis_conn, f"new-{i}", JobState.DONE, total=1, done=1,
+                started=time.time(), finished=time.time())
+    listed = [j.id for j in take_snapshot(redis_conn, config(url), max_jobs=3).jobs]
+    assert "old-running" in listed and len(listed) == 3
+    assert listed[-1] == "old-running"  # newest first
+
+
+def test_a_slave_missing_from_the_config_is_shown_once_it_has_beaten(
+        redis_conn: redis.Redis, url: str) -> None:
+    liveness.worker_beat(redis_conn, liveness.WorkerStatus("stranger", "stranger.9"), TTL)
+    names = [s.name for s in take_snapshot(redis_conn, config(url)).slaves]
+    assert "stranger" in names
 
 
 def test_observed_performance_is_on_the_configured_scale() -> None:
