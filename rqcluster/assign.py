@@ -14,7 +14,6 @@ import time
 
 import redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from rqcluster import keys, liveness
 from rqcluster.config import ClusterConfig
@@ -22,6 +21,7 @@ from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
+from rqcluster.signedrq import unit_queue
 
 log = logging.getLogger("rqcluster.assign")
 
@@ -41,8 +41,7 @@ class Assigner:
 
     def queue(self, slave: str) -> Queue:
         if slave not in self._queues:
-            self._queues[slave] = Queue(keys.slave_queue(slave), connection=self.conn,
-                                        serializer=JSONSerializer)
+            self._queues[slave] = unit_queue(self.conn, slave)  # signed unit jobs only
         return self._queues[slave]
 
     def recover(self) -> int:

@@ -1,0 +1,151 @@
+"""rqcluster's plug-ins for RQ's documented hooks: a signed serializer and a job class.
+
+A slave runs the standard `rq worker`; what it will run is decided here. RQ job data is
+JSON, but JSON can still name any importable function (``os.system``), and RQ zlib-
+decompresses a job's data before its serializer sees it. So:
+
+- ``UnitJob.data`` is the JSON call, sealed with the cluster secret and bound to the RQ
+  job id (``rqcluster.envelope``), stored uncompressed;
+- ``UnitJob.restore`` checks that envelope *before* RQ decompresses or parses anything,
+  drops every field rqcluster never sets (callbacks, webhooks, dependencies, meta,
+  results, exception text), and accepts only ``rqcluster.execute.run_unit(job, unit)``
+  whose (job, unit) is the one the RQ job id names. Anything else — a default-pickle job
+  pushed onto the queue, a tampered or replayed one — is refused unread and never run:
+  RQ is told the job does not exist, and the refusal is logged;
+- ``SignedSerializer`` signs whatever else RQ serializes (meta, return values), so no
+  unsigned bytes are ever deserialized by a slave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from rqcluster import envelope, keys
+from rqcluster.secret import cluster_key
+
+log = logging.getLogger("rqcluster.slave")
+
+RUN_UNIT = "rqcluster.execute.run_unit"
+# A unit's RQ job data is a few hundred bytes; anything much bigger is refused unread.
+MAX_JOB_DATA = 64 * 1024
+# Job hash fields RQ may read that rqcluster's own jobs can legitimately have; the rest
+# (callbacks, webhooks, dependencies, meta, result, exc_info, repeats, rate limits) is
+# dropped before RQ sees it, so a forged field can neither import nor call anything.
+KEPT_FIELDS = frozenset({
+    b"data", b"created_at", b"origin", b"worker_name", b"description", b"enqueued_at",
+    b"started_at", b"ended_at", b"last_heartbeat", b"status", b"timeout", b"result_ttl",
+    b"failure_ttl", b"ttl", b"group_id", b"number_of_retries", b"retries_left",
+    b"retry_intervals", b"enqueue_at_front", b"enqueue_at_front_on_retry",
+})
+
+
+class RefusedJob(NoSuchJobError):
+    """Raised when an RQ job on a slave's queue is not a validly signed rqcluster unit."""
+
+
+class SignedSerializer:
+    """RQ serializer (``dumps``/``loads``): JSON inside a signed envelope."""
+
+    CONTEXT = envelope.Context("rq-value", "")
+
+    @classmethod
+    def dumps(cls, obj: Any) -> bytes:
+        return envelope.seal(cluster_key(), cls.CONTEXT, json.dumps(obj).encode())
+
+    @classmethod
+    def loads(cls, data: bytes) -> Any:
+        return json.loads(envelope.open_(cluster_key(), cls.CONTEXT, data, MAX_JOB_DATA))
+
+
+def job_context(rq_job_id: str) -> envelope.Context:
+    """The context a unit's RQ job data is bound to: its own RQ job id."""
+    return envelope.Context("rq-job", rq_job_id)
+
+
+def check_call(rq_job_id: str, call: Any) -> tuple[str, int]:
+    """(job id, unit) of a verified call, if it is ``run_unit`` of the unit its RQ job id
+    names; ValueError otherwise."""
+    if not (isinstance(call, list) and len(call) == 4):
+        raise ValueError("not an RQ call")
+    func, instance, args, kwargs = call
+    if func != RUN_UNIT or instance is not None or kwargs != {}:
+        raise ValueError(f"calls {func!r}; a slave runs only {RUN_UNIT}")
+    if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
+            and type(args[1]) is int):
+        raise ValueError("run_unit takes (job id, unit index)")
+    if keys.rq_job_id(args[0], args[1]) != rq_job_id:
+        raise ValueError(f"names unit {args[1]} of job {args[0]}, not this RQ job")
+    return args[0], args[1]
+
+
+class UnitJob(Job):
+    """RQ job class of rqcluster units (``-j`` / ``job_class``); see the module doc."""
+
+    @property
+    def data(self) -> bytes:
+        if self._data is _unevaluated():
+            args = list(self._args) if isinstance(self._args, list | tuple) else []
+            kwargs = dict(self._kwargs) if isinstance(self._kwargs, dict) else {}
+            call = [self._func_name, None, args, kwargs]
+            check_call(self.id, call)  # the master never signs anything else
+            self._data = envelope.seal(cluster_key(), job_context(self.id),
+                                       json.dumps(call).encode())
+        return self._data  # type: ignore[return-value]
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        Job.data.fset(self, value)  # type: ignore[attr-defined]
+
+    def _deserialize_data(self) -> None:
+        call = json.loads(envelope.open_(cluster_key(), job_context(self.id), self.data,
+                                         MAX_JOB_DATA))
+        check_call(self.id, call)
+        self._func_name, self._instance, self._args, self._kwargs = call
+
+    @property
+    def func(self) -> Any:
+        if self.func_name != RUN_UNIT:  # unreachable after check_call; never import
+            raise RefusedJob(f"RQ job {self.id}: refused to run {self.func_name!r}")
+        from rqcluster.execute import run_unit
+        return run_unit
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[Any, Any]:
+        obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        obj["data"] = self.data  # sealed and small: stored as is, never zlib-compressed
+        return obj
+
+    def restore(self, raw_data: Any) -> None:
+        raw = {k if isinstance(k, bytes) else str(k).encode(): v for k, v in raw_data.items()}
+        try:
+            sealed = raw.get(b"data")
+            if sealed is not None and len(sealed) > MAX_JOB_DATA:
+                raise envelope.EnvelopeError(f"job data is {len(sealed)} bytes (refused "
+                                             "unread)")
+            call = json.loads(envelope.open_(cluster_key(), job_context(self.id), sealed,
+                                             MAX_JOB_DATA))
+            check_call(self.id, call)
+        except (envelope.EnvelopeError, ValueError) as e:
+            log.error("refused RQ job %s: %s; nothing was run", self.id, e)
+            raise RefusedJob(f"RQ job {self.id} refused: {e}") from None
+        super().restore({k: v for k, v in raw.items() if k in KEPT_FIELDS})
+        assert isinstance(sealed, bytes)  # open_ refused anything else
+        self._data = sealed
+        self._func_name, self._instance, self._args, self._kwargs = call
+
+
+def _unevaluated() -> Any:
+    from rq.job import UNEVALUATED
+    return UNEVALUATED
+
+
+def unit_queue(conn: redis.Redis, slave: str) -> Queue:
+    """The RQ queue of a slave, producing and reading signed unit jobs."""
+    return Queue(keys.slave_queue(slave), connection=conn, job_class=UnitJob,
+                 serializer=SignedSerializer)
