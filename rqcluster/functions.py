@@ -139,6 +139,14 @@ def unpack_function(blob: bytes) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
+def open_function(key: bytes, ctx: Any, sealed: bytes | None, max_size: int
+                  ) -> Callable[..., Any]:
+    """The function in a sealed envelope (``rqcluster.envelope``): its signature for
+    ``ctx`` is checked first, then its versions, and only then is it unpickled."""
+    from rqcluster import envelope
+    return unpack_function(envelope.open_(key, ctx, sealed, max_size))
+
+
 def describe(fn: Callable[..., Any]) -> str:
     """``module:qualname`` of a function, for messages."""
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"

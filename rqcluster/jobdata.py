@@ -15,7 +15,7 @@ import numpy as np
 import redis
 
 from rqcluster import envelope, keys, store
-from rqcluster.functions import unpack_function
+from rqcluster.functions import open_function
 
 _CACHE_ENTRIES = 6
 _cache: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
@@ -74,5 +74,4 @@ class JobInputs:
         ctx = envelope.Context(f"function:{name}", self.job_id, "",
                                raw_kind.decode() if isinstance(raw_kind, bytes) else "")
         sealed = store.get_blob(self.conn, keys.job_input(self.job_id, name))
-        return unpack_function(envelope.open_(cluster_key(), ctx, sealed,
-                                              max_payload_bytes()))
+        return open_function(cluster_key(), ctx, sealed, max_payload_bytes())
