@@ -135,6 +135,22 @@ def _bounded_decompress(body: memoryview, max_size: int, what: str) -> bytes:
     return out
 
 
+def sign_detached(key: bytes, ctx: Context, data: bytes) -> str:
+    """A detached tag (hex) over ``data`` for ``ctx``: for records that stay readable JSON
+    in Redis (unit records) but must not be changed by anyone without the secret."""
+    _check_key(key)
+    return _tag(key, 0, ctx, data).hex()
+
+
+def verify_detached(key: bytes, ctx: Context, data: bytes, tag: str) -> None:
+    """EnvelopeError unless ``tag`` is ``sign_detached``'s tag of ``data`` for ``ctx``."""
+    _check_key(key)
+    expected = _tag(key, 0, ctx, data).hex()
+    if not hmac.compare_digest(expected.encode(), tag.encode("ascii", "replace")):
+        raise EnvelopeError(f"{ctx.describe()}: bad signature (tampered, signed with another "
+                            "cluster secret, or copied from another job or unit); refused")
+
+
 def is_sealed(data: bytes | memoryview | None) -> bool:
     """True if ``data`` looks like an envelope (says nothing about its signature)."""
     return data is not None and bytes(memoryview(data)[:4]) == MAGIC

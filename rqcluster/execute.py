@@ -27,6 +27,7 @@ from rqcluster.jobs import end_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobState, UnitRecord
 from rqcluster.scripts import COMPLETE_UNIT
+from rqcluster.signedrq import verify_unit
 
 log = logging.getLogger("rqcluster.execute")
 
@@ -71,6 +72,7 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     unit = UnitRecord.decode(unit_raw)
     started = time.perf_counter()
     try:
+        verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
         kind = get_kind(kind_name.decode())
         value = kind.process(unit.spec, json.loads(params_raw), jobdata.JobInputs(conn, job_id))
         partial = codec.encode(value, f"the partial of unit {index}")

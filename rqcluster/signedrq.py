@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -28,6 +29,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from rqcluster import envelope, keys
+from rqcluster.models import UnitRecord
 from rqcluster.secret import cluster_key
 
 log = logging.getLogger("rqcluster.slave")
@@ -143,6 +145,30 @@ class UnitJob(Job):
 def _unevaluated() -> Any:
     from rq.job import UNEVALUATED
     return UNEVALUATED
+
+
+def _unit_signed_bytes(unit: UnitRecord) -> bytes:
+    # What a unit's signature covers: what the slave will do (spec) and in which stage;
+    # not the slave it is placed on or its attempt count, which others may change.
+    return json.dumps({"spec": unit.spec, "stage": unit.stage}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def unit_context(job_id: str, kind: str, index: int) -> envelope.Context:
+    return envelope.Context("unit", job_id, str(index), kind)
+
+
+def sign_unit(job_id: str, kind: str, unit: UnitRecord) -> UnitRecord:
+    """The unit with its signature (made by master-assign, which holds the secret)."""
+    return replace(unit, sig=envelope.sign_detached(
+        cluster_key(), unit_context(job_id, kind, unit.index), _unit_signed_bytes(unit)))
+
+
+def verify_unit(job_id: str, kind: str, unit: UnitRecord) -> None:
+    """EnvelopeError unless the unit's spec is the one master-assign signed for this job,
+    kind and unit index (checked on the slave before the spec is used)."""
+    envelope.verify_detached(cluster_key(), unit_context(job_id, kind, unit.index),
+                             _unit_signed_bytes(unit), unit.sig)
 
 
 def unit_queue(conn: redis.Redis, slave: str) -> Queue:

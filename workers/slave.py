@@ -21,6 +21,7 @@ from rq.worker import SimpleWorker
 from rqcluster import execute, keys, liveness
 from rqcluster.config import load_config
 from rqcluster.connection import connect
+from rqcluster.safety import refuse_unsafe
 from rqcluster.secret import cluster_key
 from rqcluster.signedrq import SignedSerializer, UnitJob
 
@@ -38,6 +39,7 @@ class SlaveWorker(SimpleWorker):
             queue.job_class, queue.serializer = UnitJob, SignedSerializer
         self.cluster = load_config(os.environ.get("RQCLUSTER_CONFIG"))
         cluster_key(self.cluster)  # no secret, no slave: refuse now, not at the first unit
+        refuse_unsafe(self.connection, self.cluster.redis, warn=log.warning)
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
         execute.configure(self.cluster.options)
