@@ -106,7 +106,7 @@ def check_config(ctx: CliContext, as_json: bool, no_redis: bool) -> None:
     reachable, check that it is safe (a password off loopback, noeviction, appendonly)
     and exit 2 if it is not."""
     cfg = ctx.config
-    summary = {
+    summary: dict[str, Any] = {
         "config": str(cfg.path),
         "master-assign": vars(cfg.master_assign), "master-combine": vars(cfg.master_combine),
         "slaves": [{"name": s.name, "ip": s.ip, "performance": s.performance,
