@@ -24,6 +24,7 @@ from rqcluster.assign import Assigner
 from rqcluster.broker import Broker, free_port
 from rqcluster.config import ClusterConfig, RedisSettings, load_config, parse_config
 from rqcluster.connection import connect, worker_url
+from rqcluster.errors import DecodeError
 from rqcluster.execute import execute_unit
 from rqcluster.jobs import get_record, get_result
 from rqcluster.kinds.montecarlo import estimate_locally
@@ -335,3 +336,28 @@ def test_a_job_runs_over_tls_with_acl_users_and_the_slave_user_has_no_admin_comm
     # Plain TCP to the server without credentials is refused (default user is off).
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(own_broker.url).ping()
+
+
+# --- 3. results are never unpickled on the master -------------------------------------------
+
+def test_a_forged_object_dtype_result_block_is_refused_by_the_reader(
+        redis_conn: redis.Redis, config: ClusterConfig, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    a, b = np.arange(24).reshape(6, 4), np.arange(8).reshape(4, 2)
+    job_id = enqueue.submit(redis_conn, "matmul", a=a, b=b)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    for u in units_of(redis_conn, job_id):
+        execute_unit(redis_conn, job_id, u.index, u.slave)
+    reducer = Reducer(redis_conn, config, "master")
+    while reducer.step(block_ms=10):
+        pass
+    assert np.array_equal(get_result(redis_conn, job_id), a @ b)
+    header = json.dumps({"v": {"\x00nd": 0}, "a": [["|O", [3, 2]]]}).encode()
+    forged = b"RQCV" + bytes([1]) + len(header).to_bytes(4, "big") + header + b"\0" * 48
+    redis_conn.hset(keys.partials(job_id), "0", forged)
+
+    def no_pickle(*args: Any) -> Any:
+        raise AssertionError("the master unpickled a result")
+    monkeypatch.setattr("pickle.loads", no_pickle)
+    with pytest.raises(DecodeError, match="dtype object is not supported"):
+        get_result(redis_conn, job_id)
