@@ -69,6 +69,7 @@ def _resolve(env: str | None, secret_file: Path | None, loopback: bool) -> bytes
     if env:
         return _checked(env.strip(), f"${SECRET_ENV}")
     if secret_file is not None:
+        _check_private(secret_file)
         return _checked(_read(secret_file, "security.secret-file"),
                         f"security.secret-file ({secret_file})")
     if not loopback:
@@ -110,8 +111,16 @@ def _per_user_secret(path: Path) -> str:
             pass
         finally:
             tmp.unlink()
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: the cluster secret file is readable by others "
-                          f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    _check_private(path)
     return _read(path, "cluster secret")
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a secret file that other users can read or write."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the cluster secret file: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: the cluster secret file is open to other users "
+                          f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
