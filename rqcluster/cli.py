@@ -190,11 +190,12 @@ def broker(ctx: CliContext, data_dir: Path | None) -> None:
 def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool) -> None:
     """Run this machine's node in one of the four modes, until Ctrl-C or SIGTERM."""
     from rqcluster.connection import wait_for_broker
-    from rqcluster.node import run_node
+    from rqcluster.node import check_mode, run_node
     from rqcluster.safety import ALLOW_ENV, refuse_unsafe
     cfg = ctx.config
     logging.getLogger().setLevel(logging.INFO)
     me = cfg.this_node(name)
+    check_mode(cfg, mode, me)  # a wrong mode is refused before Redis is needed
     cluster_key(cfg)  # no usable secret: refuse before anything starts
     log = logging.getLogger("rqcluster.node")
     conn = wait_for_broker(cfg.redis, on_wait=log.info)
