@@ -1,9 +1,11 @@
 """master-assign: take submitted jobs, split them into units, place units on slave queues.
 
 A job is taken with BLMOVE onto this node's own ``assigning`` list, so a master-assign
-killed mid-split finds it there on restart. Placement is one MULTI/EXEC that writes every
-unit record, every RQ job on every slave queue and the job's new state together: a job is
-placed wholly or not at all, and never twice (the transaction WATCHes the job record).
+killed mid-split finds it there on restart. Between jobs the loop runs the reaper
+(``reaper.py``), which moves units that slaves lost to live slaves. Placement is one
+MULTI/EXEC that writes every unit record, every RQ job on every slave queue and the job's
+new state together: a job is placed wholly or not at all, and never twice (the
+transaction WATCHes the job record).
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import time
 import redis
 from rq import Queue
 
-from rqcluster import keys, liveness
+from rqcluster import events, keys, liveness, rqjobs
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
-from rqcluster.signedrq import sign_unit, unit_queue
+from rqcluster.reaper import Reaper
+from rqcluster.signedrq import sign_unit
 
 log = logging.getLogger("rqcluster.assign")
 
-RUN_UNIT = "rqcluster.execute.run_unit"
 NO_LIVE_SLAVE = "no live slave: waiting for a slave to start"
 
 
@@ -41,7 +43,7 @@ class Assigner:
 
     def queue(self, slave: str) -> Queue:
         if slave not in self._queues:
-            self._queues[slave] = unit_queue(self.conn, slave)  # signed unit jobs only
+            self._queues[slave] = rqjobs.slave_queue(self.conn, slave)
         return self._queues[slave]
 
     def recover(self) -> int:
@@ -127,26 +129,25 @@ class Assigner:
                 pipe.hset(keys.units(record.id),
                           mapping={str(u.index): u.encode() for u in units})
                 for slave, mine in by_slave.items():
+                    pipe.sadd(keys.slave_units(slave),
+                              *(keys.unit_member(record.id, u.index) for u in mine))
                     queue = self.queue(slave)
-                    queue.enqueue_many([self._rq_job(queue, record, u) for u in mine],
-                                       pipeline=pipe)
+                    queue.enqueue_many(
+                        [rqjobs.unit_job(queue, record.id, u.index, self.config.options,
+                                         f"{record.kind} job {record.id} unit {u.index}")
+                         for u in mine], pipeline=pipe)
                 pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
                                             "total": len(units), "remaining": len(units),
                                             "started": repr(time.time())})
                 pipe.hdel(job_key, "waiting")
                 pipe.lrem(keys.assigning(self.node), 0, record.id)
+                events.emit(pipe, events.JOB_PLACED, job=record.id, units=len(units))
                 pipe.execute()
             except redis.WatchError:
                 return self.assign(record.id)  # cancelled meanwhile: re-read and decide
         log.info("job %s: %s placed as %d units (%s)", record.id, record.description,
                  len(units), ", ".join(f"{s}: {len(u)}" for s, u in by_slave.items()))
         return True
-
-    def _rq_job(self, queue: Queue, record: JobRecord, unit: UnitRecord):  # type: ignore[no-untyped-def]
-        return queue.prepare_data(
-            RUN_UNIT, args=(record.id, unit.index), job_id=keys.rq_job_id(record.id, unit.index),
-            timeout=self.config.options.unit_timeout, result_ttl=0, failure_ttl=86400,
-            description=f"{record.kind} job {record.id} unit {unit.index}")
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; survives Redis restarts (retries with backoff)."""
@@ -155,10 +156,16 @@ class Assigner:
             log.info("recovered %d job(s) taken before a restart", recovered)
         beat = liveness.RoleBeat(self.conn, "master-assign", self.node,
                                  self.config.options.heartbeat_ttl)
+        reaper = Reaper(self.conn, self.config)
+        period = min(1.0, self.config.options.heartbeat_ttl / 4)
+        next_sweep = 0.0
         while not stop.is_set():
             try:
                 beat()
-                if self.step(timeout=1.0) is not None and self.starved:
+                if time.monotonic() >= next_sweep:
+                    reaper.sweep()
+                    next_sweep = time.monotonic() + period
+                if self.step(timeout=period) is not None and self.starved:
                     stop.wait(0.5)  # nobody to run it yet: do not spin
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)

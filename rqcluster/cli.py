@@ -20,10 +20,10 @@ import click
 import numpy as np
 import redis
 
-from rqcluster import jobs
+from rqcluster import jobs, liveness
 from rqcluster.config import ClusterConfig, config_path, load_config
 from rqcluster.connection import connect
-from rqcluster.errors import InputError, RQClusterError
+from rqcluster.errors import InputError, RQClusterError, SlaveWaitTimeout
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord, JobState
 from rqcluster.npyfile import check_output
@@ -218,6 +218,11 @@ def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--wait", is_flag=True,
                      help="Wait for the result (progress on stderr) instead of printing "
                           "the job id.")(f)
+    f = click.option("--wait-for-slaves", type=click.FloatRange(min=0), metavar="SECONDS",
+                     default=0, show_default=True,
+                     help="If no slave is live, wait this long for one before submitting; "
+                          "none by then refuses the job (exit 3). Without it, the job is "
+                          "submitted with a warning and waits for a slave.")(f)
     return f
 
 
@@ -287,17 +292,37 @@ def _check_output(output: Path | None) -> None:
 
 def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                        output: Path | None, wait: bool, as_json: bool,
-                       timeout: float | None) -> None:
+                       timeout: float | None, wait_for_slaves: float) -> None:
     from rqcluster import enqueue
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
     job = enqueue.validate(kind, **params)
+    slaves_live = _look_for_slaves(ctx, wait_for_slaves)
     job_id = enqueue.write(ctx.conn, job)
+    if not slaves_live:
+        names = ", ".join(s.name for s in ctx.config.slaves)
+        click.echo(f"warning: no live slave (none of {names} has a heartbeat): job {job_id} "
+                   "waits until one starts (rqcluster node --mode slave --name NAME)",
+                   err=True)
     if not wait and output is None:
         click.echo(json.dumps({"job": job_id}) if as_json else job_id)
         return
     if not as_json:
         click.echo(f"submitted job {job_id}", err=True)
     _wait_and_show(ctx, job_id, output, as_json, timeout)
+
+
+def _look_for_slaves(ctx: CliContext, wait_for_slaves: float) -> bool:
+    """True if a slave is live, after waiting up to ``wait_for_slaves`` s if asked to
+    (then, none at all refuses the job: nothing is written)."""
+    if liveness.live_slaves(ctx.conn, ctx.config):
+        return True
+    if not wait_for_slaves:
+        return False
+    click.echo(f"no live slave yet; waiting up to {wait_for_slaves:g} s for one", err=True)
+    if liveness.wait_for_slaves(ctx.conn, ctx.config, wait_for_slaves):
+        return True
+    raise SlaveWaitTimeout(f"no slave became live within {wait_for_slaves:g} s; nothing was "
+                           "submitted (start one: rqcluster node --mode slave --name NAME)")
 
 
 def _wait_and_show(ctx: CliContext, job_id: str, output: Path | None, as_json: bool,

@@ -21,8 +21,12 @@ from redis.retry import Retry
 from rqcluster.config import RedisSettings
 from rqcluster.errors import BrokerUnavailable
 
+# Retries of a patient client: about a minute of backoff (capped at 2 s) inside one
+# command, enough to ride out a broker restart (AOF load included) mid-unit.
+PATIENT_RETRIES = 35
 
-def connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
+
+def connection_kwargs(settings: RedisSettings, patient: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``redis.Redis.from_url`` beyond what the URL says."""
     kwargs: dict[str, Any] = {
         "socket_timeout": None,
@@ -34,6 +38,8 @@ def connection_kwargs(settings: RedisSettings) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError, BusyLoadingError],
     }
+    if patient:
+        kwargs["retry"] = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=PATIENT_RETRIES)
     password = settings.password()
     if password is not None:
         kwargs["password"] = password
@@ -54,10 +60,12 @@ def _tls_kwargs(settings: RedisSettings) -> dict[str, str]:
     return tls
 
 
-def connect(settings: RedisSettings, check: bool = True) -> redis.Redis:
+def connect(settings: RedisSettings, check: bool = True, patient: bool = False) -> redis.Redis:
     """A client for the cluster's Redis; with ``check``, PING first so an unreachable
-    broker is one clear error (exit 2) instead of a traceback deep inside a command."""
-    client = redis.Redis.from_url(settings.url, **connection_kwargs(settings))
+    broker is one clear error (exit 2) instead of a traceback deep inside a command.
+    A ``patient`` client retries each command for about a minute (a slave mid-unit would
+    rather wait for a restarting broker than lose the unit's work)."""
+    client = redis.Redis.from_url(settings.url, **connection_kwargs(settings, patient))
     if check:
         ping(client, settings)
     return client

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import envelope, keys, store
+from rqcluster import envelope, events, keys, store
 from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, current
 from rqcluster.errors import InputError
 from rqcluster.kinds import Function, Items, Prepared, get_kind
@@ -96,6 +96,7 @@ def write(conn: redis.Redis, job: ValidatedJob) -> str:
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.rpush(keys.SUBMITTED, job_id)
+    events.emit(pipe, events.JOB_SUBMITTED, job=job_id, kind=job.kind)
     pipe.execute()
     return job_id
 

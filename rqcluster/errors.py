@@ -35,6 +35,16 @@ class VersionSkew(RQClusterError):
     """Raised when a shipped function was pickled by other Python/cloudpickle versions."""
 
 
+class NoLiveSlave(RQClusterError):
+    """Raised when a job is submitted from the CLI while no slave of the cluster is live."""
+
+
+class SlaveWaitTimeout(NoLiveSlave):
+    """Raised when no slave became live within the time a submitter agreed to wait."""
+
+    exit_code = 3
+
+
 class NoSuchJob(RQClusterError):
     """Raised when a job id is not known to the cluster (never submitted, or expired)."""
 

@@ -1,10 +1,11 @@
 """The slave side of a unit: what `rq worker` runs for every RQ job rqcluster enqueues.
 
-``run_unit(job_id, unit)`` is the RQ job function. It reads the unit, runs the kind's
+``run_unit(job_id, unit)`` is the RQ job function. It starts the unit with one script
+(count the attempt, record which worker runs it, read what it needs), runs the kind's
 ``process`` on the job's inputs, and finishes with the completion script: mark the unit
-done (first time only), decrement the job's counter, append the partial to the results
-stream. An exception in user code fails the whole job with the remote traceback; units
-of a job that has ended are skipped without running.
+done (first time only), decrement the job's counter, announce it on the results stream.
+An exception in user code fails the whole job with the remote traceback; units of a job
+that has ended are skipped without running.
 """
 
 from __future__ import annotations
@@ -20,35 +21,46 @@ import redis
 from redis.commands.core import Script
 from rq import get_current_job
 
-from rqcluster import codec, jobdata, keys
+from rqcluster import codec, jobdata, keys, liveness
 from rqcluster.config import Options
 from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import end_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobState, UnitRecord
-from rqcluster.scripts import COMPLETE_UNIT
+from rqcluster.scripts import COMPLETE_UNIT, START_UNIT
 from rqcluster.signedrq import verify_unit
 
 log = logging.getLogger("rqcluster.execute")
 
 QUEUE_PREFIX = keys.slave_queue("")
-# The completion script per client, called by EVALSHA (loaded once per server) instead
-# of sending its text with every unit.
-_complete_unit: weakref.WeakKeyDictionary[redis.Redis, Script] = weakref.WeakKeyDictionary()
+# The unit scripts per client, called by EVALSHA (loaded once per server) instead of
+# sending their text with every unit.
+_scripts: weakref.WeakKeyDictionary[redis.Redis, tuple[Script, Script]] = \
+    weakref.WeakKeyDictionary()
 
 
-def _completion_script(conn: redis.Redis) -> Script:
-    if conn not in _complete_unit:
-        _complete_unit[conn] = conn.register_script(COMPLETE_UNIT)
-    return _complete_unit[conn]
+def _unit_scripts(conn: redis.Redis) -> tuple[Script, Script]:
+    if conn not in _scripts:
+        _scripts[conn] = (conn.register_script(START_UNIT), conn.register_script(COMPLETE_UNIT))
+    return _scripts[conn]
+
+
 MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-bulk-len)
 _options = Options()
+# What this process runs, shared with the slave worker's heartbeat thread.
+status = liveness.WorkerStatus(slave="", worker="")
+_conn: redis.Redis | None = None  # the worker's patient client (RQ's own gives up in ~3 s)
 
 
-def configure(options: Options) -> None:
-    """Use the cluster's options (set by the slave worker at start)."""
-    global _options
+def configure(options: Options, worker_status: liveness.WorkerStatus | None = None,
+              conn: redis.Redis | None = None) -> None:
+    """Use the cluster's options, the worker's status record and its Redis client (set
+    by the slave worker at start)."""
+    global _options, status, _conn
     _options = options
+    if worker_status is not None:
+        status = worker_status
+    _conn = conn
 
 
 def run_unit(job_id: str, unit: int) -> str:
@@ -57,19 +69,38 @@ def run_unit(job_id: str, unit: int) -> str:
     if job is None:
         raise RuntimeError("run_unit must run inside an RQ worker")
     slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
-    return execute_unit(job.connection, job_id, unit, slave)
+    return execute_unit(_conn or job.connection, job_id, unit, slave)
 
 
 def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     """The body of ``run_unit``, callable without RQ (tests, benchmarks)."""
-    pipe = conn.pipeline(transaction=False)
-    pipe.hmget(keys.job(job_id), "state", "kind", "params")
-    pipe.hget(keys.units(job_id), str(index))
-    (state, kind_name, params_raw), unit_raw = pipe.execute()
-    if state != JobState.RUNNING.value.encode() or unit_raw is None:
-        jobdata.forget(job_id)
-        return f"skipped: job {job_id} is {(state or b'gone').decode()}"
+    member = keys.unit_member(job_id, index)
+    worker = status.worker or f"{slave}.{liveness.PID}"
+    start, complete = _unit_scripts(conn)
+    status.begin(member)
+    try:
+        answer = start(
+            keys=[keys.job(job_id), keys.units(job_id), keys.attempts(job_id), keys.RUNNING,
+                  keys.worker(worker), keys.partials(job_id), keys.slave_units(slave)],
+            args=[index, member, liveness.running_entry(worker, slave),
+                  status.encode(), liveness.ttl_ms(_options.heartbeat_ttl)])
+        if answer[0] != JobState.RUNNING.value.encode():
+            why = answer[0].decode()
+            if why in ("done", "moved"):
+                return f"skipped: unit {index} of job {job_id} is {why}"
+            jobdata.forget(job_id)
+            return f"skipped: job {job_id} is {why}"
+        return _run(conn, complete, job_id, index, slave, member, answer)
+    finally:
+        status.end()
+
+
+def _run(conn: redis.Redis, complete: Script, job_id: str, index: int, slave: str,
+         member: str, answer: list[Any]) -> str:
+    _, kind_name, params_raw, unit_raw, attempt = answer
     unit = UnitRecord.decode(unit_raw)
+    if attempt > 1:
+        log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
     started = time.perf_counter()
     try:
         verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
@@ -84,10 +115,11 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
         return _fail(conn, job_id, index, slave, e)
     took = time.perf_counter() - started
     try:
-        remaining = _completion_script(conn)(
+        remaining = complete(
             keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
-                  keys.RESULTS_STREAM],
-            args=[job_id, index, slave, partial, f"{took:.6f}"])
+                  keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING, keys.SLAVE_STATS,
+                  keys.slave_rate(slave)],
+            args=[job_id, index, slave, partial, f"{took:.6f}", member, keys.SLAVE_PREFIX])
     except redis.ResponseError as e:  # e.g. a partial over Redis's value limit: final
         return _fail(conn, job_id, index, slave, e)
     if remaining == -2:
@@ -99,6 +131,7 @@ def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
 
 def _fail(conn: redis.Redis, job_id: str, index: int, slave: str,
           exc: BaseException) -> str:
+    conn.hdel(keys.RUNNING, keys.unit_member(job_id, index))
     if conn.hget(keys.job(job_id), "state") != JobState.RUNNING.value.encode():
         return f"skipped: job {job_id} ended while unit {index} ran"
     message = str(exc) if isinstance(exc, RQClusterError) else f"{type(exc).__name__}: {exc}"

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import codec, keys, liveness, store
+from rqcluster import codec, events, keys, liveness, store
 from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
-from rqcluster.models import JobRecord, JobState
+from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
 
@@ -203,8 +203,23 @@ def end_job(conn: redis.Redis, job_id: str, state: JobState,
     ended = conn.eval(END_JOB, 1, keys.job(job_id), state.value,
                       json.dumps(error) if error else "")
     if ended:
+        _unhold(conn, job_id)
         release(conn, job_id, ttl)
+        events.emit(conn, events.JOB_FAILED if state is JobState.FAILED
+                    else events.JOB_CANCELLED, job=job_id,
+                    error=(error or {}).get("message"))
     return bool(ended)
+
+
+def _unhold(conn: redis.Redis, job_id: str) -> None:
+    """Take an ended job's unfinished units off the slaves holding them (their queued RQ
+    jobs are skipped when they come up)."""
+    pipe = conn.pipeline(transaction=False)
+    for index, raw in conn.hgetall(keys.units(job_id)).items():
+        member = keys.unit_member(job_id, int(index))
+        pipe.srem(keys.slave_units(UnitRecord.decode(raw).slave), member)
+        pipe.hdel(keys.RUNNING, member)
+    pipe.execute()
 
 
 def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
@@ -216,11 +231,11 @@ def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
 def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None,
             keep_partials: bool = False) -> None:
     """Free what a finished job no longer needs: delete its inputs, units and partials;
-    keep the record, per-slave counts and result (with ``keep_partials``, the partials are
+    keep the record, per-slave counts, attempts and result (with ``keep_partials``, the partials are
     the result) for ``ttl`` seconds."""
     record = get_record(conn, job_id)
     doomed = [keys.units(job_id), keys.folded(job_id)]
-    kept = [keys.job(job_id), keys.slave_counts(job_id)]
+    kept = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id)]
     (kept if keep_partials else doomed).append(keys.partials(job_id))
     for name in record.inputs:
         doomed += store.keys_of(conn, keys.job_input(job_id, name))

@@ -27,6 +27,20 @@ JOBS_INDEX = f"{PREFIX}:jobs"
 # Hash: combiner consumer name -> partials it stored (lets operators see the sharing).
 COMBINER_STATS = f"{PREFIX}:stats:combiners"
 
+# Hash: "{slave}" -> units it completed (all jobs), "{slave}:busy" -> seconds spent in
+# units, "{slave}:lost" -> units taken off it because it died holding them.
+SLAVE_STATS = f"{PREFIX}:stats:slaves"
+
+# Hash: "{job_id}:{unit}" -> JSON {worker, slave, at} of every unit a slave is running
+# now. Written when a unit starts, removed by its completion; an entry whose worker has
+# no heartbeat any more is a unit lost with its worker, which the reaper moves.
+RUNNING = f"{PREFIX}:running"
+
+# Stream of things that happened (slave joined / went silent, unit moved, job done ...),
+# capped at about EVENTS_MAXLEN entries; the entry id's time is the event's time.
+EVENTS = f"{PREFIX}:events"
+EVENTS_MAXLEN = 1000
+
 
 def assigning(node: str) -> str:
     """List of job ids a master-assign has taken but not yet placed (crash recovery)."""
@@ -59,6 +73,12 @@ def slave_counts(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:slaves"
 
 
+def attempts(job_id: str) -> str:
+    """Hash: unit index -> how many times a slave started it; "{unit}:lost" -> JSON list
+    of the slaves that died while running it (a unit that kills every slave fails)."""
+    return f"{PREFIX}:job:{{{job_id}}}:attempts"
+
+
 def combining(job_id: str) -> str:
     """String with a TTL: which combiner is combining the job now (others leave it be)."""
     return f"{PREFIX}:job:{{{job_id}}}:combining"
@@ -76,7 +96,34 @@ def job_result(job_id: str) -> str:
 
 def heartbeat(slave: str) -> str:
     """String with a short TTL: a slave is live while this key exists."""
-    return f"{PREFIX}:slave:{slave}:heartbeat"
+    return f"{SLAVE_PREFIX}{slave}:heartbeat"
+
+
+def worker(name: str) -> str:
+    """String with a short TTL: one slave worker process's live status (JSON: slave, host,
+    pid, the unit it runs and since when). A unit whose worker key is gone was lost."""
+    return f"{PREFIX}:worker:{name}"
+
+
+SLAVE_PREFIX = f"{PREFIX}:slave:"
+
+
+def slave_units(slave: str) -> str:
+    """Set of "{job_id}:{unit}" placed on a slave and not yet completed: what the reaper
+    moves when the slave dies. (The completion script builds this name from
+    SLAVE_PREFIX, as it learns the owner only from the unit record.)"""
+    return f"{SLAVE_PREFIX}{slave}:units"
+
+
+def slave_rate(slave: str) -> str:
+    """Hash: 5-second bucket (Redis time // 5) -> units completed, last minute only (the
+    dashboard's throughput sparkline)."""
+    return f"{SLAVE_PREFIX}{slave}:rate"
+
+
+def unit_member(job_id: str, unit: int) -> str:
+    """How a unit is named in RUNNING and the slave unit sets."""
+    return f"{job_id}:{unit}"
 
 
 def role_heartbeat(role: str) -> str:
@@ -87,6 +134,11 @@ def role_heartbeat(role: str) -> str:
 def slave_queue(slave: str) -> str:
     """Name of the RQ queue a slave's `rq worker` listens on (RQ adds its own prefix)."""
     return f"rqcluster.{slave}"
+
+
+def rq_queue_key(slave: str) -> str:
+    """The Redis list behind a slave's RQ queue (RQ's own naming)."""
+    return f"rq:queue:{slave_queue(slave)}"
 
 
 def rq_job_id(job_id: str, unit: int) -> str:

@@ -2,9 +2,10 @@
 
 ``assign-reduce`` runs a master-assign and a master-combine loop in one process (two
 threads, one Redis connection each); ``assign`` and ``reduce`` run one of them, so they
-can live on different machines and in any number. ``slave`` replaces this process with
-the standard `rq worker` on the slave's queue, with the settings module and worker class
-from ``workers/`` — the same command a slave machine can run by hand.
+can live on different machines and in any number. ``slave`` runs the standard `rq worker`
+on the slave's queue, with the settings module and worker class from ``workers/`` (the
+same command a slave machine can run by hand), and restarts it when it dies: a unit
+that crashes its process, or the OOM killer, costs a restart, not the slave.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rqcluster import keys
 from rqcluster.assign import Assigner
+from rqcluster.broker import die_with_parent
 from rqcluster.config import ClusterConfig
 from rqcluster.connection import connect, wait_for_broker
 from rqcluster.errors import ConfigError
@@ -31,15 +35,17 @@ log = logging.getLogger("rqcluster.node")
 
 MODES = ("assign-reduce", "assign", "reduce", "slave")
 SHUTDOWN_GRACE = 3.0  # seconds a stopping node gives its loops to finish their step
+RESTART_BACKOFF = (1.0, 30.0)  # a dying worker is restarted after 1 s, doubling to 30 s
+STABLE_AFTER = 60.0  # a worker that ran this long resets the backoff
 
 
-def slave_command(slave: str) -> list[str]:
+def slave_command(slave: str, worker: str | None = None) -> list[str]:
     """The `rq worker` command line of a slave (without its environment)."""
     rq = shutil.which("rq", path=str(Path(sys.executable).parent)) or shutil.which("rq")
     if rq is None:
         raise ConfigError("cannot find the `rq` command (is rq installed in this environment?)")
     return [rq, "worker", "-c", "workers.settings", "-w", "workers.slave.SlaveWorker",
-            "-n", f"{slave}.{os.getpid()}"]
+            "-n", worker or f"{slave}.{os.getpid()}"]
 
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -98,8 +104,7 @@ def run_node(config: ClusterConfig, mode: str, name: str) -> int:
     check_mode(config, mode, name)
     wait_for_broker(config.redis, on_wait=log.info)  # one clear error if it never comes
     if mode == "slave":
-        cmd = slave_command(name)
-        os.execve(cmd[0], cmd, slave_environment(config, name))
+        return supervise_slave(config, name)
     loops: list[Callable[[threading.Event], None]] = []
     if mode in ("assign", "assign-reduce"):
         loops.append(Assigner(connect(config.redis), config, name).run)
@@ -138,3 +143,49 @@ def _run_loops(loops: list[Callable[[threading.Event], None]], what: str) -> int
     for t in threads:
         t.join(timeout=max(0.0, deadline - time.monotonic()))
     return 1 if failed.is_set() else 0
+
+
+def supervise_slave(config: ClusterConfig, slave: str) -> int:
+    """Run the slave's `rq worker`, restarting it (with backoff) whenever it dies by a
+    signal or an error, until SIGTERM/SIGINT, which is passed on for a warm shutdown.
+
+    Each worker gets a fresh name (RQ refuses a name whose last owner died uncleanly),
+    and the status key of one that died is deleted at once, so the reaper moves the unit
+    it was running now instead of a heartbeat TTL later."""
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    env = slave_environment(config, slave)
+    backoff = RESTART_BACKOFF[0]
+    for run in range(sys.maxsize):
+        worker = f"{slave}.{os.getpid()}.{run}"
+        cmd = slave_command(slave, worker)
+        began = time.monotonic()
+        child = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent)
+        status = child.wait()
+        if stopping.is_set() or status in (0, 2):  # stopped, or a bad config: no restart
+            return status
+        _forget_worker(config, worker)
+        if time.monotonic() - began >= STABLE_AFTER:
+            backoff = RESTART_BACKOFF[0]
+        how = f"signal {-status}" if status < 0 else f"exit status {status}"
+        log.warning("slave %s: worker %s died (%s); restarting in %.0f s", slave, worker,
+                    how, backoff)
+        if stopping.wait(backoff):
+            return 0
+        backoff = min(backoff * 2, RESTART_BACKOFF[1])
+    return 0
+
+
+def _forget_worker(config: ClusterConfig, worker: str) -> None:
+    try:
+        connect(config.redis, check=False).delete(keys.worker(worker))
+    except Exception as e:  # best effort: the key's TTL does the same a little later
+        log.warning("cannot clear the status of worker %s: %s", worker, e)

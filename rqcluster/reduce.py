@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from rqcluster import codec, jobdata, keys, liveness, store
+from rqcluster import codec, events, jobdata, keys, liveness, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import Kind, get_kind
@@ -33,10 +33,12 @@ from rqcluster.scripts import FOLD_ENTRY
 log = logging.getLogger("rqcluster.reduce")
 
 BATCH = 64
-# Entries a dead combiner had read but not acknowledged are taken over after this long.
-CLAIM_IDLE_MS = 30_000
-# A combiner that died while combining a job leaves it to others after this long.
-COMBINE_LEASE_MS = 120_000
+# Entries a dead combiner had read but not acknowledged are taken over after this many
+# heartbeat TTLs (a live combiner folds what it read within milliseconds).
+CLAIM_IDLE_TTLS = 2
+# A combiner holds a job's combine lease for this many heartbeat TTLs, renewed while it
+# works; one that died while combining leaves the job to others when the lease runs out.
+COMBINE_LEASE_TTLS = 3
 
 
 def consumer_name(node: str) -> str:
@@ -65,6 +67,9 @@ class Reducer:
         self.batch = BATCH
         self._fold_entry = conn.register_script(FOLD_ENTRY)
         self._last_claim = 0.0
+        ttl_ms = liveness.ttl_ms(config.options.heartbeat_ttl)
+        self.claim_idle_ms = CLAIM_IDLE_TTLS * ttl_ms
+        self.lease_ms = COMBINE_LEASE_TTLS * ttl_ms
 
     def step(self, block_ms: int = 1000) -> int:
         """Handle up to one batch of stream entries; returns how many were handled."""
@@ -83,11 +88,11 @@ class Reducer:
     def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Take over entries another combiner read but never acknowledged (it died)."""
         now = time.monotonic()
-        if now - self._last_claim < CLAIM_IDLE_MS / 3000:
+        if now - self._last_claim < self.claim_idle_ms / 3000:
             return []
         self._last_claim = now
         reply = self.conn.xautoclaim(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, self.consumer,
-                                     CLAIM_IDLE_MS, start_id="0", count=self.batch)
+                                     self.claim_idle_ms, start_id="0", count=self.batch)
         gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
         if gone:  # deleted while pending (Redis 6.2 keeps such ids in the PEL)
             self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, *gone)
@@ -117,9 +122,13 @@ class Reducer:
         replies = pipe.execute()
         ready = set()
         for at, entry_id, job_id, unit in folds:
-            if replies[at] == -1:
-                log.info("ignored results entry %s (job %s unit %s is not a running job's "
-                         "stored unit)", entry_id.decode(), job_id, unit)
+            if replies[at] in (-1, -2):
+                why = ("not a running job's stored unit" if replies[at] == -1
+                       else "a duplicate of a unit already folded")
+                log.warning("ignored results entry %s: job %s unit %s is %s",
+                            entry_id.decode(), job_id, unit, why)
+                events.emit(self.conn, events.RESULT_IGNORED, job=job_id, unit=unit,
+                            entry=entry_id.decode(), why=why)
             elif replies[at] == 1:
                 ready.add(job_id)
         return ready
@@ -137,13 +146,27 @@ class Reducer:
         if record.state is not JobState.RUNNING:
             self.conn.srem(keys.COMBINE_READY, job_id)
             return False
-        if not self.conn.set(keys.combining(job_id), self.consumer, nx=True,
-                             px=COMBINE_LEASE_MS):
+        lease = keys.combining(job_id)
+        if not self.conn.set(lease, self.consumer, nx=True, px=self.lease_ms):
             return False  # another combiner is on it; its lease expires if it died
+        done = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(lease, done), daemon=True,
+                                   name=f"lease-{job_id}")
+        renewer.start()
         try:
             return self._combine(record)
         finally:
-            self.conn.delete(keys.combining(job_id))
+            done.set()
+            renewer.join()
+            self.conn.delete(lease)
+
+    def _renew(self, lease: str, done: threading.Event) -> None:
+        """Keep the combine lease while this combiner works on it."""
+        while not done.wait(self.lease_ms / 3000):
+            try:
+                self.conn.pexpire(lease, self.lease_ms)
+            except redis.RedisError as e:
+                log.warning("cannot renew the combine lease %s: %s", lease, e)
 
     def _combine(self, record: JobRecord) -> bool:
         job_id = record.id
@@ -198,6 +221,7 @@ class Reducer:
                 pipe.hset(job_key, mapping={"state": JobState.DONE.value,
                                             "finished": repr(time.time())})
                 release(self.conn, job_id, ttl, pipe=pipe, keep_partials=stack is not None)
+                events.emit(pipe, events.JOB_DONE, job=job_id)
                 pipe.execute()
             except redis.WatchError:
                 return False

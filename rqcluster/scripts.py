@@ -5,25 +5,103 @@ execution into exactly-once effect: running a unit twice, or replaying a stream 
 changes nothing the second time.
 """
 
+# Slave: the start of one unit. If the job is running, the unit not done yet and still
+# held by this slave (not moved off it while it was silent), count the attempt, record
+# which worker runs the unit (so the reaper can tell a unit lost with its worker) and
+# publish it in the worker's status; answer what the slave needs, in one round trip.
+# KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = attempts hash
+# KEYS[4] = running hash   KEYS[5] = worker status key   KEYS[6] = partials hash
+# KEYS[7] = this slave's held units
+# ARGV[1] = unit index   ARGV[2] = unit member ("job:unit")   ARGV[3] = running entry JSON
+# ARGV[4] = worker status JSON   ARGV[5] = worker status TTL (ms)
+# Returns {state, kind, params, unit record, attempts}; only {why} if it must not run.
+START_UNIT = """
+local job = redis.call('HMGET', KEYS[1], 'state', 'kind', 'params')
+if job[1] ~= 'running' then return {job[1] or 'gone'} end
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {'done'} end
+if redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 then return {'moved'} end
+local unit = redis.call('HGET', KEYS[2], ARGV[1])
+if not unit then return {'gone'} end
+local attempts = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
+return {job[1], job[2], job[3], unit, attempts}
+"""
+
 # Slave: the completion step of one unit. The first completion of (job, unit) stores the
 # partial, decrements the job's remaining counter, counts it for the slave and announces
-# it on the results stream; any later completion of the same unit changes nothing.
+# it on the results stream; any later completion of the same unit changes nothing. Either
+# way the unit is no longer running nor held by the slave it was placed on.
 # The partial's bytes go to the job's partials hash, not into the stream entry: the
 # combiner reads them once, when it combines, instead of once per hop.
 # KEYS[1] = job hash            KEYS[2] = partials hash
 # KEYS[3] = per-slave counts    KEYS[4] = results stream
+# KEYS[5] = units hash          KEYS[6] = running hash
+# KEYS[7] = slave stats hash    KEYS[8] = this slave's rate buckets
 # ARGV[1] = job id   ARGV[2] = unit index   ARGV[3] = slave   ARGV[4] = partial bytes
-# ARGV[5] = seconds the unit took
+# ARGV[5] = seconds the unit took   ARGV[6] = unit member   ARGV[7] = slave units key
+#   prefix (the owner's set is "<prefix><slave>:units"; the owner is read from the unit)
 # Returns the remaining count, -1 if the job is not running, -2 for a duplicate.
 COMPLETE_UNIT = """
+redis.call('HDEL', KEYS[6], ARGV[6])
+local unit = redis.call('HGET', KEYS[5], ARGV[2])
+if unit then
+  redis.call('SREM', ARGV[7] .. cjson.decode(unit)['s'] .. ':units', ARGV[6])
+end
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return -1 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[4]) == 0 then return -2 end
 local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 redis.call('HINCRBYFLOAT', KEYS[1], 'busy', ARGV[5])
+redis.call('HINCRBY', KEYS[7], ARGV[3], 1)
+redis.call('HINCRBYFLOAT', KEYS[7], ARGV[3] .. ':busy', ARGV[5])
+local bucket = math.floor(tonumber(redis.call('TIME')[1]) / 5)
+redis.call('HINCRBY', KEYS[8], bucket, 1)
+redis.call('HDEL', KEYS[8], bucket - 12)
+redis.call('EXPIRE', KEYS[8], 120)
 redis.call('XADD', KEYS[4], '*', 'job', ARGV[1], 'unit', ARGV[2], 'slave', ARGV[3],
            'bytes', string.len(ARGV[4]))
 return remaining
+"""
+
+# master-assign's reaper: move one unit off a slave that lost it (the slave went silent,
+# or the worker running it died, or it vanished in delivery) to a live slave. Nothing
+# moves unless the job is running, the unit is not done and the source still holds it,
+# so two reapers, or a reaper racing the unit's completion, move it at most once. A unit
+# lost while running for the max-attempts'th time is not moved: its job must fail.
+# KEYS[1] = job hash   KEYS[2] = partials hash   KEYS[3] = units hash
+# KEYS[4] = attempts hash   KEYS[5] = running hash   KEYS[6] = source's held units
+# KEYS[7] = target's held units   KEYS[8] = slave stats hash
+# ARGV[1] = unit index   ARGV[2] = unit member   ARGV[3] = unit record naming the target
+# ARGV[4] = source slave   ARGV[5] = '1' if it was lost while running   ARGV[6] = max
+#   attempts   ARGV[7] = the worker that was running it ('' if none)
+# Returns {1, moves} if moved, {0} if there was nothing to move, {-1, lost-on JSON} if
+# the unit used up its attempts.
+MOVE_UNIT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  redis.call('SREM', KEYS[6], ARGV[2])
+  return {0}
+end
+if redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 0 then return {0} end
+local entry = redis.call('HGET', KEYS[5], ARGV[2])
+if entry and cjson.decode(entry)['worker'] ~= ARGV[7] then return {0} end
+if ARGV[5] == '1' then
+  local field = ARGV[1] .. ':lost'
+  local lost = cjson.decode(redis.call('HGET', KEYS[4], field) or '[]')
+  table.insert(lost, ARGV[4])
+  local encoded = cjson.encode(lost)
+  redis.call('HSET', KEYS[4], field, encoded)
+  if tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0') >= tonumber(ARGV[6]) then
+    redis.call('HDEL', KEYS[5], ARGV[2])
+    return {-1, encoded}
+  end
+end
+redis.call('SMOVE', KEYS[6], KEYS[7], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[5], ARGV[2])
+redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':lost', 1)
+return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 """
 
 # Any node: move a job that is not finished yet to a terminal state (failed/cancelled),
@@ -50,18 +128,21 @@ return 1
 # KEYS[4] = combine-ready set   KEYS[5] = combiner stats hash   KEYS[6] = folded set
 # ARGV[1] = consumer group   ARGV[2] = entry id   ARGV[3] = job id   ARGV[4] = consumer
 # ARGV[5] = unit index
-# Returns 1 if the job is now ready to combine, 0 if not, -1 if the entry was ignored.
+# Returns 1 if the job is now ready to combine, 0 if not, -1 if the entry was ignored
+# (not a running job's stored unit), -2 if the unit was already folded (a duplicate).
 FOLD_ENTRY = """
 local result = -1
 if redis.call('HGET', KEYS[1], 'state') == 'running'
     and redis.call('HEXISTS', KEYS[2], ARGV[5]) == 1 then
-  result = 0
   if redis.call('SADD', KEYS[6], ARGV[5]) == 1 then
     redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
-  end
-  if redis.call('SCARD', KEYS[6]) == tonumber(redis.call('HGET', KEYS[1], 'total')) then
-    redis.call('SADD', KEYS[4], ARGV[3])
-    result = 1
+    result = 0
+    if redis.call('SCARD', KEYS[6]) == tonumber(redis.call('HGET', KEYS[1], 'total')) then
+      redis.call('SADD', KEYS[4], ARGV[3])
+      result = 1
+    end
+  else
+    result = -2
   end
 end
 redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])

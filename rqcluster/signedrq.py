@@ -82,9 +82,19 @@ def check_call(rq_job_id: str, call: Any) -> tuple[str, int]:
     if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
             and type(args[1]) is int):
         raise ValueError("run_unit takes (job id, unit index)")
-    if keys.rq_job_id(args[0], args[1]) != rq_job_id:
+    if not _names_unit(rq_job_id, args[0], args[1]):
         raise ValueError(f"names unit {args[1]} of job {args[0]}, not this RQ job")
     return args[0], args[1]
+
+
+def _names_unit(rq_job_id: str, job_id: str, index: int) -> bool:
+    """True if ``rq_job_id`` is the unit's RQ job id, or that of its n-th move (``-mN``,
+    see ``rqjobs.unit_job``)."""
+    base = keys.rq_job_id(job_id, index)
+    if rq_job_id == base:
+        return True
+    moves = rq_job_id.removeprefix(base + "-m")
+    return moves != rq_job_id and moves.isdigit() and moves[0] != "0"
 
 
 class UnitJob(Job):

@@ -18,7 +18,7 @@ import numpy  # noqa: F401 - imported once here, not once per unit
 import redis
 from rq.worker import SimpleWorker
 
-from rqcluster import execute, keys, liveness
+from rqcluster import events, execute, liveness
 from rqcluster.config import load_config
 from rqcluster.connection import connect
 from rqcluster.safety import refuse_unsafe
@@ -42,7 +42,9 @@ class SlaveWorker(SimpleWorker):
         refuse_unsafe(self.connection, self.cluster.redis, warn=log.warning)
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
-        execute.configure(self.cluster.options)
+        self.status = liveness.WorkerStatus(self.slave, self.name)
+        execute.configure(self.cluster.options, self.status,
+                          connect(self.cluster.redis, check=False, patient=True))
         self._stop_beating = threading.Event()
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -54,17 +56,20 @@ class SlaveWorker(SimpleWorker):
             self._stop_beating.set()
             beater.join(timeout=2)
             try:
-                self.connection.delete(keys.heartbeat(self.slave))
+                liveness.worker_gone(self.connection, self.status)
+                events.emit(self.connection, events.SLAVE_LEFT, slave=self.slave,
+                            worker=self.name)
             except redis.RedisError:
                 pass
 
     def _beat(self) -> None:
-        """Refresh the heartbeat every third of its TTL, on a connection of its own."""
+        """Refresh the heartbeats every third of their TTL, on a connection of its own."""
         ttl = self.cluster.options.heartbeat_ttl
         conn = connect(self.cluster.redis, check=False)
         while not self._stop_beating.is_set():
             try:
-                liveness.beat(conn, self.slave, ttl, worker=self.name)
+                if liveness.worker_beat(conn, self.status, ttl):
+                    events.emit(conn, events.SLAVE_JOINED, slave=self.slave, worker=self.name)
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
             self._stop_beating.wait(ttl / 3)

@@ -15,7 +15,7 @@ import pytest
 import redis
 from rq import Queue
 
-from rqcluster import enqueue, jobs, keys, liveness
+from rqcluster import enqueue, execute, jobs, keys, liveness
 from rqcluster.assign import NO_LIVE_SLAVE, Assigner
 from rqcluster.config import ClusterConfig, parse_config
 from rqcluster.errors import InputError, JobFailed, JobTimeout
@@ -97,11 +97,32 @@ def test_a_unit_run_twice_is_counted_once(redis_conn, config):
     job_id = enqueue.submit(redis_conn, "montecarlo", samples=5000, seed=9, unit_samples=1000)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
     first = units_of(redis_conn, job_id)[0]
-    assert execute_unit(redis_conn, job_id, first.index, "s1").startswith("done")
-    assert execute_unit(redis_conn, job_id, first.index, "s2").startswith("duplicate")
+    assert execute_unit(redis_conn, job_id, first.index, first.slave).startswith("done")
+    again = execute_unit(redis_conn, job_id, first.index, first.slave)
+    assert again == f"skipped: unit {first.index} of job {job_id} is done"
     record = get_record(redis_conn, job_id)
     assert record.done_units == 1
     assert redis_conn.xlen(keys.RESULTS_STREAM) == 1
+
+
+def test_two_completions_racing_count_once(redis_conn, config):
+    """Two workers that both started a unit (a moved unit whose first slave was only
+    frozen) both reach the completion step: the second changes nothing."""
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=5000, seed=9, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    first = units_of(redis_conn, job_id)[0]
+    _, complete = execute._unit_scripts(redis_conn)
+    args = dict(keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
+                      keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING,
+                      keys.SLAVE_STATS, keys.slave_rate(first.slave)])
+    member = keys.unit_member(job_id, first.index)
+    outcomes = [complete(**args, args=[job_id, first.index, slave, b"x", "0.1", member,
+                                       keys.SLAVE_PREFIX]) for slave in ("s1", "s2")]
+    assert outcomes == [4, -2]
+    assert get_record(redis_conn, job_id).done_units == 1
+    assert redis_conn.hgetall(keys.slave_counts(job_id)) == {b"s1": b"1"}
+    assert redis_conn.xlen(keys.RESULTS_STREAM) == 1
+    assert not redis_conn.sismember(keys.slave_units(first.slave), member)
 
 
 def test_a_replayed_stream_entry_is_stored_once(redis_conn, config):

@@ -251,3 +251,17 @@ def test_a_function_from_other_python_or_cloudpickle_versions_names_both(
     assert "Python 3.10 with cloudpickle 2.2.1" in message
     assert f"Python {ours['python']} with cloudpickle {ours['cloudpickle']}" in message
     assert functions.unpack_function(blob)(1) == 2
+
+
+@pytest.mark.parametrize(("suffix", "ok"), [("-m1", True), ("-m12", True), ("-m0", False),
+                                            ("-mx", False), ("-m2x", False), ("x", False)])
+def test_a_moved_units_rq_job_id_names_the_same_unit(suffix: str, ok: bool) -> None:
+    """The reaper re-enqueues a unit under ``rqc-JOB-UNIT-mN``; only that form is accepted."""
+    rq_id = keys.rq_job_id("6720ab12cd34ef", 3) + suffix
+    call = f'["{RUN_UNIT}", null, ["6720ab12cd34ef", 3], {{}}]'.encode()
+    fields = {b"data": seal(KEY, job_context(rq_id), call)}
+    if ok:
+        assert restore(rq_id, fields).args == ["6720ab12cd34ef", 3]
+    else:
+        with pytest.raises(RefusedJob, match="not this RQ job"):
+            restore(rq_id, fields)
