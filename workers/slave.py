@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -21,6 +22,7 @@ from rq.worker import SimpleWorker
 from rqcluster import events, execute, liveness
 from rqcluster.config import load_config
 from rqcluster.connection import connect
+from rqcluster.errors import RQClusterError
 from rqcluster.safety import refuse_unsafe
 from rqcluster.secret import cluster_key
 from rqcluster.signedrq import SignedSerializer, UnitJob
@@ -38,8 +40,12 @@ class SlaveWorker(SimpleWorker):
         for queue in self.queues:  # `rq worker` made these with RQ's defaults
             queue.job_class, queue.serializer = UnitJob, SignedSerializer
         self.cluster = load_config(os.environ.get("RQCLUSTER_CONFIG"))
-        cluster_key(self.cluster)  # no secret, no slave: refuse now, not at the first unit
-        refuse_unsafe(self.connection, self.cluster.redis, warn=log.warning)
+        try:  # no secret or an unsafe Redis: refuse now with one line, not at the first unit
+            cluster_key(self.cluster)
+            refuse_unsafe(self.connection, self.cluster.redis, warn=log.warning)
+        except RQClusterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
         self.status = liveness.WorkerStatus(self.slave, self.name)

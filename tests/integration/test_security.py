@@ -241,7 +241,8 @@ def test_nodes_refuse_an_unsafe_redis_unless_allowed_and_check_config_reports_it
         assert len(refused.stderr.strip().splitlines()) == 1
     # The plain `rq worker` command refuses too.
     worker = run_worker_burst(config_path, "s1", tmp_path)
-    assert worker.returncode != 0 and "unsafe Redis" in worker.stderr
+    assert worker.returncode == 2, worker.stderr
+    assert worker.stderr.startswith("error: unsafe Redis") and "Traceback" not in worker.stderr
     assert conn.dbsize() == before
 
     allowed = subprocess.Popen([*base, "node", "--mode", "assign", "--name", "master",
