@@ -124,14 +124,12 @@ def _bounded_decompress(body: memoryview, max_size: int, what: str) -> bytes:
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(body, max_size)
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise EnvelopeError(f"{what}: decompresses to more than {max_size} bytes "
-                                "(refused)" if inflater.unconsumed_tail
-                                else f"{what}: truncated compressed body")
-        if inflater.unused_data:
-            raise EnvelopeError(f"{what}: trailing bytes after the compressed body")
     except zlib.error as e:
         raise EnvelopeError(f"{what}: corrupt compressed body: {e}") from None
+    if inflater.unconsumed_tail:
+        raise EnvelopeError(f"{what}: decompresses to more than {max_size} bytes (refused)")
+    if not inflater.eof or inflater.unused_data:
+        raise EnvelopeError(f"{what}: truncated or padded compressed body")
     return out
 
 

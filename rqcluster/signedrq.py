@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import UNEVALUATED, Job
 
 from rqcluster import envelope, keys
 from rqcluster.models import UnitRecord
@@ -102,7 +102,7 @@ class UnitJob(Job):
 
     @property
     def data(self) -> bytes:
-        if self._data is _unevaluated():
+        if self._data is UNEVALUATED:
             args = list(self._args) if isinstance(self._args, list | tuple) else []
             kwargs = dict(self._kwargs) if isinstance(self._kwargs, dict) else {}
             call = [self._func_name, None, args, kwargs]
@@ -150,11 +150,6 @@ class UnitJob(Job):
         assert isinstance(sealed, bytes)  # open_ refused anything else
         self._data = sealed
         self._func_name, self._instance, self._args, self._kwargs = call
-
-
-def _unevaluated() -> Any:
-    from rq.job import UNEVALUATED
-    return UNEVALUATED
 
 
 def _unit_signed_bytes(unit: UnitRecord) -> bytes:
