@@ -473,6 +473,40 @@ def cancel(ctx: CliContext, job_id: str) -> None:
 
 
 @cli.command()
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+              metavar="SECONDS", help="Time between frames.")
+@click.option("--jobs", "max_jobs", default=100, show_default=True, metavar="N",
+              type=click.IntRange(min=1), help="Newest jobs to read per frame.")
+@pass_ctx
+def watch(ctx: CliContext, once: bool, as_json: bool, interval: float, max_jobs: int) -> None:
+    """Live dashboard of the cluster: broker, masters, slaves, jobs, results, events.
+
+    \b
+    Full screen, redrawn every second; q or Ctrl-C quits. Colour is a hint only: states
+    are spelled out, so it reads in a monochrome terminal, at 80 columns or wider.
+    Examples:
+      rqcluster watch
+      rqcluster watch --once          # one frame on stdout
+      rqcluster watch --json | jq .slaves
+    """
+    from rich.console import Console
+
+    from rqcluster import watch as live
+    from rqcluster.snapshot import take_snapshot
+    if as_json:
+        snap = take_snapshot(ctx.conn, ctx.config, max_jobs=max_jobs)
+        click.echo(json.dumps(snap.to_dict(), indent=2))
+        return
+    console = Console()
+    if once or not console.is_terminal:
+        live.print_once(ctx.conn, ctx.config, console, max_jobs=max_jobs)
+        return
+    live.run_live(ctx.conn, ctx.config, console, interval=interval, max_jobs=max_jobs)
+
+
+@cli.command()
 @click.option("--size", default=2048, show_default=True, help="Matrix side of the matmul.")
 @click.option("--samples", default=100_000_000, show_default=True,
               help="Monte Carlo points.")

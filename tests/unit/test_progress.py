@@ -45,3 +45,39 @@ def test_on_a_terminal_a_bar_shows_units_done_of_total():
     reporter.close()
     text = out.getvalue()
     assert "8/8" in text and "job j1" in text
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_add_the_measured_rate_and_time_left():
+    out = io.StringIO()
+    clock = Clock()
+    reporter = ProgressReporter(out, interactive=False, clock=clock)
+    reporter(record(JobState.RUNNING, 2, 42))
+    clock.now += 4
+    reporter(record(JobState.RUNNING, 12, 42))
+    clock.now += 2
+    reporter(record(JobState.DONE, 42, 42))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "job j1 running 2/42 units (4%) 0.0 s"
+    assert lines[1] == "job j1 running 12/42 units (28%) 4.0 s, 2.5 units/s, eta 12s"
+    assert lines[2] == "job j1 done 42/42 units (100%) 6.0 s, 6.7 units/s"
+
+
+def test_the_bar_shows_the_rate_and_time_left():
+    out = io.StringIO()
+    clock = Clock()
+    reporter = ProgressReporter(out, interactive=True, clock=clock)
+    reporter(record(JobState.RUNNING, 0, 100))
+    clock.now += 10
+    reporter(record(JobState.RUNNING, 50, 100))
+    reporter.close()
+    assert "5.0 units/s, eta 10s" in out.getvalue()

@@ -1,0 +1,38 @@
+"""Fixtures of the chaos tests: clusters with a short liveness timeout, logs on failure,
+and the session's ground-truth tally printed at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.chaos.ledger import TALLY
+from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401 - logs on failure
+from tests.integration.harness import NodeCluster
+
+# A slave is declared dead 2 s after its last heartbeat (the default is 10 s).
+FAST = {"heartbeat-ttl": 2, "units-per-slave": 6}
+
+
+@pytest.fixture
+def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., NodeCluster]]:
+    made: list[NodeCluster] = []
+
+    def make(**kwargs: Any) -> NodeCluster:
+        kwargs.setdefault("options", FAST)
+        c = NodeCluster(tmp_path_factory.mktemp("chaos"), **kwargs)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.jobs:
+        terminalreporter.write_line(TALLY.summary())
