@@ -297,7 +297,7 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
     job = enqueue.validate(kind, **params)
     slaves_live = _look_for_slaves(ctx, wait_for_slaves)
-    job_id = enqueue.write(ctx.conn, job)
+    job_id = enqueue.write(ctx.conn, job, cluster_key(ctx.config))
     if not slaves_live:
         names = ", ".join(s.name for s in ctx.config.slaves)
         click.echo(f"warning: no live slave (none of {names} has a heartbeat): job {job_id} "

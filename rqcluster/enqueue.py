@@ -21,6 +21,7 @@ from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, current
 from rqcluster.errors import InputError
 from rqcluster.kinds import Function, Items, Prepared, get_kind
 from rqcluster.models import JobRecord, JobState
+from rqcluster.secret import cluster_key
 
 # Largest job (inputs) accepted in one submission unless the config's
 # security.max-payload-bytes says otherwise; Redis must hold it all in memory.
@@ -73,11 +74,11 @@ def _size(n: int) -> str:
     return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n:,} bytes"
 
 
-def write(conn: redis.Redis, job: ValidatedJob) -> str:
+def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str:
     """Write a validated job in one transaction; returns its id. Functions are sealed
-    (signed with the cluster secret, bound to this job and input) before they go."""
-    from rqcluster.secret import cluster_key
-    key = cluster_key()
+    with ``key`` (default: the secret of the config this process loaded), bound to this
+    job and input, before they go; no secret, nothing written."""
+    key = key or cluster_key()
     job_id = new_job_id()
     now = time.time()
     record = JobRecord(id=job_id, kind=job.kind, state=JobState.SUBMITTED,
