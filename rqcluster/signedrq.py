@@ -176,6 +176,31 @@ def verify_unit(job_id: str, kind: str, unit: UnitRecord) -> None:
                              _unit_signed_bytes(unit), unit.sig)
 
 
+SLAVE_WORKER = "workers.slave.SlaveWorker"
+
+
+def require_slave_worker(argv: list[str], environ: Any) -> None:
+    """ConfigError if ``argv`` is an `rq worker` command with a worker class other than
+    rqcluster's: RQ's default worker and job class would run unsigned (pickled) jobs."""
+    from pathlib import Path
+
+    from rqcluster.errors import ConfigError
+    if len(argv) < 2 or Path(argv[0]).name != "rq" or argv[1] != "worker":
+        return
+    chosen = environ.get("RQ_WORKER_CLASS")
+    for i, arg in enumerate(argv[2:], start=2):
+        if arg in ("-w", "--worker-class") and i + 1 < len(argv):
+            chosen = argv[i + 1]
+        elif arg.startswith("--worker-class="):
+            chosen = arg.partition("=")[2]
+        elif arg.startswith("-w") and len(arg) > 2:
+            chosen = arg[2:]
+    if chosen != SLAVE_WORKER:
+        raise ConfigError(f"a slave runs `rq worker -c workers.settings -w {SLAVE_WORKER}`, "
+                          f"not the worker class {chosen or 'rq.Worker (the default)'}: "
+                          "only rqcluster's refuses unsigned jobs")
+
+
 def unit_queue(conn: redis.Redis, slave: str) -> Queue:
     """The RQ queue of a slave, producing and reading signed unit jobs."""
     return Queue(keys.slave_queue(slave), connection=conn, job_class=UnitJob,

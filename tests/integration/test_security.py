@@ -107,6 +107,27 @@ def test_raw_rq_jobs_on_a_slave_queue_are_refused_and_only_signed_units_run(
     assert redis_conn.llen(f"rq:queue:{queue_name}") == 0
 
 
+@pytest.mark.parametrize("worker_class", [None, "rq.worker.SimpleWorker"])
+def test_rq_worker_with_any_other_worker_class_refuses_to_start(
+        redis_server: Broker, redis_conn: redis.Redis, tmp_path: Path,
+        worker_class: str | None) -> None:
+    """RQ's default worker would unpickle whatever is pushed onto the queue."""
+    config_path = write_config(tmp_path / "cluster.json", redis_server.url,
+                               slaves=[("s1", 1)])
+    marker = tmp_path / "pwned"
+    Queue(keys.slave_queue("s1"), connection=redis_conn).enqueue(os.system, f"touch {marker}")
+    args = [RQ, "worker", "-c", "workers.settings", "--burst"]
+    args += ["-w", worker_class] if worker_class else []
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=clean_env(RQCLUSTER_CONFIG=str(config_path), RQCLUSTER_NODE="s1"),
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: a slave runs `rq worker -c workers.settings -w "
+                                  "workers.slave.SlaveWorker`")
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+
+
 # --- 1. envelopes replayed or tampered in Redis ---------------------------------------------
 
 def test_a_function_copied_from_another_job_is_refused_and_fails_the_job(
