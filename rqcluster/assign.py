@@ -23,6 +23,7 @@ from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
+from rqcluster.placement import batches
 from rqcluster.reaper import Reaper
 from rqcluster.signedrq import sign_unit
 
@@ -133,11 +134,14 @@ class Assigner:
                               *(keys.unit_member(record.id, u.index) for u in mine))
                     queue = self.queue(slave)
                     queue.enqueue_many(
-                        [rqjobs.unit_job(queue, record.id, u.index, self.config.options,
-                                         f"{record.kind} job {record.id} unit {u.index}")
-                         for u in mine], pipeline=pipe)
+                        [rqjobs.batch_job(queue, record.id, batch, self.config.options,
+                                          f"{record.kind} job {record.id} "
+                                          f"unit{'s' if len(batch) > 1 else ''} "
+                                          f"{_span(batch)}")
+                         for batch in batches([u.index for u in mine])], pipeline=pipe)
                 pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
                                             "total": len(units), "remaining": len(units),
+                                            "retries": 0, "lost": 0, "moved": 0,
                                             "started": repr(time.time())})
                 pipe.hdel(job_key, "waiting")
                 pipe.lrem(keys.assigning(self.node), 0, record.id)
@@ -170,3 +174,7 @@ class Assigner:
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)
                 stop.wait(1.0)
+
+
+def _span(indexes: list[int]) -> str:
+    return str(indexes[0]) if len(indexes) == 1 else f"{indexes[0]}..{indexes[-1]}"

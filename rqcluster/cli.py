@@ -430,6 +430,9 @@ def _print_status(st: JobStatus) -> None:
                f"{'in all' if r.finished else 'so far'})")
     if st.per_slave:
         click.echo("  slaves     " + ", ".join(f"{s}: {n}" for s, n in st.per_slave.items()))
+    if r.retries or r.lost or r.moved:
+        click.echo(f"  faults     {r.moved} units moved off slaves that lost them, {r.lost} "
+                   f"runs lost with a dead worker, {r.retries} retries")
     if r.fetched:
         click.echo("  fetched    " + ", ".join(f"{name} x{n}" for name, n in r.fetched.items())
                    + "  (whole inputs, once per slave process)")

@@ -72,6 +72,18 @@ def run_unit(job_id: str, unit: int) -> str:
     return execute_unit(_conn or job.connection, job_id, unit, slave)
 
 
+def run_units(job_id: str, indexes: list[int]) -> str:
+    """Run several units of a job one after the other (one RQ job for all of them)."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_units must run inside an RQ worker")
+    slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
+    conn = _conn or job.connection
+    outcomes = [execute_unit(conn, job_id, int(i), slave) for i in indexes]
+    done = sum(o.startswith("done") for o in outcomes)
+    return f"{done} of {len(indexes)} units done; last: {outcomes[-1]}"
+
+
 def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     """The body of ``run_unit``, callable without RQ (tests, benchmarks)."""
     member = keys.unit_member(job_id, index)

@@ -52,6 +52,9 @@ class JobRecord:
     error: dict[str, Any] | None = None
     waiting: str | None = None
     fetched: dict[str, int] = field(default_factory=dict)  # whole-input fetches by name
+    retries: int = 0  # unit starts beyond each unit's first
+    lost: int = 0  # unit runs lost with a worker that died
+    moved: int = 0  # units moved off a slave that lost them
 
     @property
     def done_units(self) -> int:
@@ -102,6 +105,8 @@ class JobRecord:
                 fetched={k.removeprefix("fetched:"): int(v) for k, v in f.items()
                          if k.startswith("fetched:")},
                 total=None if total is None else int(total),
+                retries=int(f.get("retries", 0)), lost=int(f.get("lost", 0)),
+                moved=int(f.get("moved", 0)),
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e

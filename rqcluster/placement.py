@@ -74,3 +74,21 @@ def bounds(total: int, parts: int) -> list[tuple[int, int]]:
         out.append((start, stop))
         start = stop
     return out
+
+
+# A slave's units travel in at least this many RQ jobs (so a dead or slow slave's work
+# still comes back in pieces) and at most MAX_BATCH units per RQ job: RQ's bookkeeping
+# costs ~10 round trips per job, which tiny units would otherwise pay one by one.
+BATCHES_PER_SLAVE = 8
+MAX_BATCH = 64
+
+
+def batches(units: list[int], per_slave: int = BATCHES_PER_SLAVE,
+            most: int = MAX_BATCH) -> list[list[int]]:
+    """Cut one slave's units (in order) into the RQ jobs that carry them: one unit each
+    for a few units, never more than ``most`` together, else ``per_slave`` near-equal
+    runs."""
+    if not units:
+        return []
+    size = min(most, max(1, math.ceil(len(units) / per_slave)))
+    return [units[i:i + size] for i in range(0, len(units), size)]

@@ -6,7 +6,8 @@ changes nothing the second time.
 """
 
 # Slave: the start of one unit. If the job is running, the unit not done yet and still
-# held by this slave (not moved off it while it was silent), count the attempt, record
+# held by this slave (not moved off it while it was silent), count the attempt (and, past
+# the first, a retry in the job record), record
 # which worker runs the unit (so the reaper can tell a unit lost with its worker) and
 # publish it in the worker's status; answer what the slave needs, in one round trip.
 # KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = attempts hash
@@ -23,6 +24,7 @@ if redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 then return {'moved'} end
 local unit = redis.call('HGET', KEYS[2], ARGV[1])
 if not unit then return {'gone'} end
 local attempts = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+if attempts > 1 then redis.call('HINCRBY', KEYS[1], 'retries', 1) end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
 return {job[1], job[2], job[3], unit, attempts}
@@ -87,6 +89,7 @@ if redis.call('SISMEMBER', KEYS[6], ARGV[2]) == 0 then return {0} end
 local entry = redis.call('HGET', KEYS[5], ARGV[2])
 if entry and cjson.decode(entry)['worker'] ~= ARGV[7] then return {0} end
 if ARGV[5] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'lost', 1)
   local field = ARGV[1] .. ':lost'
   local lost = cjson.decode(redis.call('HGET', KEYS[4], field) or '[]')
   table.insert(lost, ARGV[4])
@@ -101,6 +104,7 @@ redis.call('SMOVE', KEYS[6], KEYS[7], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('HDEL', KEYS[5], ARGV[2])
 redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':lost', 1)
+redis.call('HINCRBY', KEYS[1], 'moved', 1)
 return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 """
 

@@ -9,8 +9,9 @@ decompresses a job's data before its serializer sees it. So:
 - ``UnitJob.restore`` checks that envelope *before* RQ decompresses or parses anything,
   drops every field rqcluster never sets (callbacks, webhooks, dependencies, meta,
   results, exception text), and accepts only ``rqcluster.execute.run_unit(job, unit)``
-  whose (job, unit) is the one the RQ job id names. Anything else — a default-pickle job
-  pushed onto the queue, a tampered or replayed one — is refused unread and never run:
+  or ``run_units(job, [units])`` whose job and units are the ones the RQ job id names.
+  Anything else — a default-pickle job pushed onto the queue, a tampered or replayed
+  one — is refused unread and never run:
   RQ is told the job does not exist, and the refusal is logged;
 - ``SignedSerializer`` signs whatever else RQ serializes (meta, return values), so no
   unsigned bytes are ever deserialized by a slave.
@@ -35,6 +36,8 @@ from rqcluster.secret import cluster_key
 log = logging.getLogger("rqcluster.slave")
 
 RUN_UNIT = "rqcluster.execute.run_unit"
+RUN_UNITS = "rqcluster.execute.run_units"
+MAX_BATCH = 10_000  # unit indexes one RQ job may name (master-assign sends at most 64)
 # A unit's RQ job data is a few hundred bytes; anything much bigger is refused unread.
 MAX_JOB_DATA = 64 * 1024
 # Job hash fields RQ may read that rqcluster's own jobs can legitimately have; the rest
@@ -71,20 +74,28 @@ def job_context(rq_job_id: str) -> envelope.Context:
     return envelope.Context("rq-job", rq_job_id)
 
 
-def check_call(rq_job_id: str, call: Any) -> tuple[str, int]:
-    """(job id, unit) of a verified call, if it is ``run_unit`` of the unit its RQ job id
-    names; ValueError otherwise."""
+def check_call(rq_job_id: str, call: Any) -> tuple[str, list[int]]:
+    """(job id, unit indexes) of a verified call, if it is ``run_unit(job, unit)`` or
+    ``run_units(job, [units])`` of the very unit(s) its RQ job id names; ValueError
+    otherwise."""
     if not (isinstance(call, list) and len(call) == 4):
         raise ValueError("not an RQ call")
     func, instance, args, kwargs = call
-    if func != RUN_UNIT or instance is not None or kwargs != {}:
-        raise ValueError(f"calls {func!r}; a slave runs only {RUN_UNIT}")
-    if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)
-            and type(args[1]) is int):
-        raise ValueError("run_unit takes (job id, unit index)")
-    if not _names_unit(rq_job_id, args[0], args[1]):
-        raise ValueError(f"names unit {args[1]} of job {args[0]}, not this RQ job")
-    return args[0], args[1]
+    if func not in (RUN_UNIT, RUN_UNITS) or instance is not None or kwargs != {}:
+        raise ValueError(f"calls {func!r}; a slave runs only {RUN_UNIT} and {RUN_UNITS}")
+    if not (isinstance(args, list) and len(args) == 2 and isinstance(args[0], str)):
+        raise ValueError(f"{func} takes (job id, unit index or indexes)")
+    job_id, units = args
+    if func == RUN_UNIT:
+        if type(units) is not int or not _names_unit(rq_job_id, job_id, units):
+            raise ValueError(f"names unit {units!r} of job {job_id}, not this RQ job")
+        return job_id, [units]
+    if not (isinstance(units, list) and 0 < len(units) <= MAX_BATCH
+            and all(type(i) is int and i >= 0 for i in units)):
+        raise ValueError(f"run_units takes 1 to {MAX_BATCH} unit indexes")
+    if rq_job_id != keys.rq_job_id(job_id, units[0]) + "b":
+        raise ValueError(f"names units {units[0]}.. of job {job_id}, not this RQ job")
+    return job_id, units
 
 
 def _names_unit(rq_job_id: str, job_id: str, index: int) -> bool:
@@ -123,10 +134,12 @@ class UnitJob(Job):
 
     @property
     def func(self) -> Any:
-        if self.func_name != RUN_UNIT:  # unreachable after check_call; never import
-            raise RefusedJob(f"RQ job {self.id}: refused to run {self.func_name!r}")
-        from rqcluster.execute import run_unit
-        return run_unit
+        from rqcluster import execute  # never import_attribute a name read from Redis
+        if self.func_name == RUN_UNIT:
+            return execute.run_unit
+        if self.func_name == RUN_UNITS:
+            return execute.run_units
+        raise RefusedJob(f"RQ job {self.id}: refused to run {self.func_name!r}")
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[Any, Any]:
         obj = super().to_dict(include_meta=include_meta, include_result=include_result)

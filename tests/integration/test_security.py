@@ -87,8 +87,9 @@ def test_raw_rq_jobs_on_a_slave_queue_are_refused_and_only_signed_units_run(
                             unit_samples=10_000)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
     # ... and a valid unit's signed job data copied under another unit's RQ job id.
-    rq_key = f"rq:job:{keys.rq_job_id(job_id, 0)}"
-    forged = dict(redis_conn.hgetall(rq_key))
+    placed = [i.decode() for i in redis_conn.lrange(f"rq:queue:{queue_name}", 0, -1)]
+    real = next(i for i in placed if i.startswith("rqc-"))  # a unit or a batch of units
+    forged = dict(redis_conn.hgetall(f"rq:job:{real}"))
     redis_conn.hset(f"rq:job:{keys.rq_job_id(job_id, 7)}", mapping=forged)
     redis_conn.rpush(f"rq:queue:{queue_name}", keys.rq_job_id(job_id, 7))
 

@@ -126,6 +126,7 @@ def test_a_unit_that_kills_every_worker_fails_its_job_after_max_attempts(redis_c
     assert record.error is not None and record.error["unit"] == index
     assert record.error["slaves"] == killed
     assert f"unit {index} was running when its worker died 3 times" in record.error["message"]
+    assert (record.retries, record.lost, record.moved) == (2, 3, 2)
     assert redis_conn.hlen(keys.RUNNING) == 0
     assert all(redis_conn.scard(keys.slave_units(s.name)) == 0 for s in config.slaves)
 

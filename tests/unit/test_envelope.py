@@ -3,6 +3,7 @@ and nothing is decompressed or unpickled before its signature is checked."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import zlib
 from collections.abc import Iterator
@@ -264,4 +265,26 @@ def test_a_moved_units_rq_job_id_names_the_same_unit(suffix: str, ok: bool) -> N
         assert restore(rq_id, fields).args == ["6720ab12cd34ef", 3]
     else:
         with pytest.raises(RefusedJob, match="not this RQ job"):
+            restore(rq_id, fields)
+
+
+@pytest.mark.parametrize(("rq_suffix", "indexes", "ok"), [
+    ("3b", [3, 4, 5], True),
+    ("4b", [3, 4], False),      # the batch id names its first unit
+    ("3", [3, 4], False),       # a batch under a single unit's id
+    ("3b", [], False),
+    ("3b", [3, "4"], False),
+    ("3b", [3, -1], False),
+])
+def test_a_batch_of_units_is_accepted_only_under_its_own_rq_job_id(
+        rq_suffix: str, indexes: list[Any], ok: bool) -> None:
+    from rqcluster.signedrq import RUN_UNITS
+    rq_id = f"rqc-6720ab12cd34ef-{rq_suffix}"
+    call = json.dumps([RUN_UNITS, None, ["6720ab12cd34ef", indexes], {}]).encode()
+    fields = {b"data": seal(KEY, job_context(rq_id), call)}
+    if ok:
+        job = restore(rq_id, fields)
+        assert job.func_name == RUN_UNITS and job.args == ["6720ab12cd34ef", indexes]
+    else:
+        with pytest.raises(RefusedJob):
             restore(rq_id, fields)

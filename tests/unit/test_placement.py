@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rqcluster.kinds.matmul import MatmulKind
-from rqcluster.placement import apportion, bounds, deal, unit_count
+from rqcluster.placement import apportion, batches, bounds, deal, unit_count
 
 WEIGHT_MAPS = [
     {"solo": 1.0},
@@ -173,3 +173,18 @@ def test_matmul_splits_into_several_units_per_slave() -> None:
     assert [u.index for u in units] == list(range(12))
     assert {u.slave: sum(1 for v in units if v.slave == u.slave) for u in units} == \
         {"a": 4, "b": 4, "c": 4}
+
+
+def test_a_few_units_travel_one_per_rq_job():
+    assert batches([4, 5, 6]) == [[4], [5], [6]]
+
+
+def test_many_units_travel_in_near_equal_batches_of_at_most_the_cap():
+    assert batches(list(range(20))) == [list(range(i, min(i + 3, 20))) for i in range(0, 20, 3)]
+    big = batches(list(range(10_000)))
+    assert {len(b) for b in big} == {64, 10_000 % 64}
+    assert [u for b in big for u in b] == list(range(10_000))
+
+
+def test_no_units_make_no_batches():
+    assert batches([]) == []
