@@ -113,6 +113,11 @@ class JobHandle:
     def cancel(self) -> bool:
         return jobs.cancel(self.cluster.conn, self.id, self.cluster.config.options.result_ttl)
 
+    def forget(self) -> None:
+        """Delete the ended job's record and result from Redis now (InputError if it is
+        still running)."""
+        jobs.forget(self.cluster.conn, self.id)
+
 
 class Task:
     """A function that can run on the cluster (the seeds' ``@compute_this``)."""

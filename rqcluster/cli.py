@@ -476,6 +476,15 @@ def cancel(ctx: CliContext, job_id: str) -> None:
 
 
 @cli.command()
+@click.argument("job_id", metavar="JOB")
+@pass_ctx
+def forget(ctx: CliContext, job_id: str) -> None:
+    """Delete an ended job's record and result now (they expire after result-ttl anyway)."""
+    jobs.forget(ctx.conn, job_id)
+    click.echo(f"forgot job {job_id}")
+
+
+@cli.command()
 @click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
 @click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON and exit.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),

@@ -1,11 +1,12 @@
 """The slave side of a unit: what `rq worker` runs for every RQ job rqcluster enqueues.
 
-``run_unit(job_id, unit)`` is the RQ job function. It starts the unit with one script
-(count the attempt, record which worker runs it, read what it needs), runs the kind's
-``process`` on the job's inputs, and finishes with the completion script: mark the unit
-done (first time only), decrement the job's counter, announce it on the results stream.
-An exception in user code fails the whole job with the remote traceback; units of a job
-that has ended are skipped without running.
+``run_unit(job_id, unit)`` and ``run_units(job_id, units)`` are the RQ job functions.
+Each unit starts with one script (count the attempt, record which worker runs it, read
+what it needs), runs the kind's ``process`` on the job's inputs, and finishes with the
+completion script: mark the unit done (first time only), decrement the job's counter,
+announce it on the results stream. In a batch, one unit's completion and the next one's
+start share a round trip. An exception in user code fails the whole job with the remote
+traceback; units of a job that has ended, or moved off this slave, are skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import weakref
 from typing import Any
 
 import redis
-from redis.commands.core import Script
 from rq import get_current_job
 
 from rqcluster import codec, jobdata, keys, liveness
@@ -27,25 +27,33 @@ from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import end_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobState, UnitRecord
-from rqcluster.scripts import COMPLETE_UNIT, START_UNIT
+from rqcluster.scripts import COMPLETE_AND_START, COMPLETE_UNIT, START_UNIT
 from rqcluster.signedrq import verify_unit
 
 log = logging.getLogger("rqcluster.execute")
 
 QUEUE_PREFIX = keys.slave_queue("")
-# The unit scripts per client, called by EVALSHA (loaded once per server) instead of
-# sending their text with every unit.
-_scripts: weakref.WeakKeyDictionary[redis.Redis, tuple[Script, Script]] = \
-    weakref.WeakKeyDictionary()
+MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-bulk-len)
 
 
-def _unit_scripts(conn: redis.Redis) -> tuple[Script, Script]:
+class _Scripts:
+    """The unit scripts of one client, called by EVALSHA (loaded once per server)."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.start = conn.register_script(START_UNIT)
+        self.complete = conn.register_script(COMPLETE_UNIT)
+        self.complete_and_start = conn.register_script(COMPLETE_AND_START)
+
+
+_scripts: weakref.WeakKeyDictionary[redis.Redis, _Scripts] = weakref.WeakKeyDictionary()
+
+
+def _unit_scripts(conn: redis.Redis) -> _Scripts:
     if conn not in _scripts:
-        _scripts[conn] = (conn.register_script(START_UNIT), conn.register_script(COMPLETE_UNIT))
+        _scripts[conn] = _Scripts(conn)
     return _scripts[conn]
 
 
-MAX_PARTIAL_BYTES = 500 * 2**20  # Redis refuses values over 512 MB (proto-max-bulk-len)
 _options = Options()
 # What this process runs, shared with the slave worker's heartbeat thread.
 status = liveness.WorkerStatus(slave="", worker="")
@@ -63,82 +71,133 @@ def configure(options: Options, worker_status: liveness.WorkerStatus | None = No
     _conn = conn
 
 
-def run_unit(job_id: str, unit: int) -> str:
-    """Run one unit of a job on this slave; returns what happened, for RQ's log."""
+def _rq_context(what: str) -> tuple[redis.Redis, str]:
     job = get_current_job()
     if job is None:
-        raise RuntimeError("run_unit must run inside an RQ worker")
-    slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
-    return execute_unit(_conn or job.connection, job_id, unit, slave)
+        raise RuntimeError(f"{what} must run inside an RQ worker")
+    return _conn or job.connection, (job.origin or "").removeprefix(QUEUE_PREFIX)
+
+
+def run_unit(job_id: str, unit: int) -> str:
+    """Run one unit of a job on this slave; returns what happened, for RQ's log."""
+    conn, slave = _rq_context("run_unit")
+    return execute_unit(conn, job_id, unit, slave)
 
 
 def run_units(job_id: str, indexes: list[int]) -> str:
     """Run several units of a job one after the other (one RQ job for all of them)."""
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("run_units must run inside an RQ worker")
-    slave = (job.origin or "").removeprefix(QUEUE_PREFIX)
-    conn = _conn or job.connection
-    outcomes = [execute_unit(conn, job_id, int(i), slave) for i in indexes]
+    conn, slave = _rq_context("run_units")
+    outcomes = execute_units(conn, job_id, [int(i) for i in indexes], slave)
     done = sum(o.startswith("done") for o in outcomes)
-    return f"{done} of {len(indexes)} units done; last: {outcomes[-1]}"
+    return f"{done} of {len(outcomes)} units done; last: {outcomes[-1]}"
 
 
 def execute_unit(conn: redis.Redis, job_id: str, index: int, slave: str) -> str:
     """The body of ``run_unit``, callable without RQ (tests, benchmarks)."""
-    member = keys.unit_member(job_id, index)
-    worker = status.worker or f"{slave}.{liveness.PID}"
-    start, complete = _unit_scripts(conn)
-    status.begin(member)
-    try:
-        answer = start(
-            keys=[keys.job(job_id), keys.units(job_id), keys.attempts(job_id), keys.RUNNING,
-                  keys.worker(worker), keys.partials(job_id), keys.slave_units(slave)],
-            args=[index, member, liveness.running_entry(worker, slave),
-                  status.encode(), liveness.ttl_ms(_options.heartbeat_ttl)])
+    return execute_units(conn, job_id, [index], slave)[0]
+
+
+def execute_units(conn: redis.Redis, job_id: str, indexes: list[int],
+                  slave: str) -> list[str]:
+    """Run units of one job in order; what happened to each."""
+    return _Batch(conn, job_id, slave).run(indexes)
+
+
+class _Batch:
+    """Units of one job run in a row by this worker."""
+
+    def __init__(self, conn: redis.Redis, job_id: str, slave: str) -> None:
+        self.conn, self.job_id, self.slave = conn, job_id, slave
+        self.worker = status.worker or f"{slave}.{liveness.PID}"
+        self.scripts = _unit_scripts(conn)
+        self.indexes: list[int] = []
+
+    def run(self, indexes: list[int]) -> list[str]:
+        outcomes: list[str] = []
+        try:
+            self.indexes = indexes
+            answer: list[Any] | None = self.scripts.start(**self._start(indexes[0]))
+            for at, index in enumerate(indexes):
+                following = indexes[at + 1] if at + 1 < len(indexes) else None
+                assert answer is not None  # every unit but the first was started already
+                outcome, answer = self._one(index, answer, following)
+                outcomes.append(outcome)
+        finally:
+            status.end()
+        return outcomes
+
+    def _start(self, index: int) -> dict[str, Any]:
+        member = keys.unit_member(self.job_id, index)
+        status.begin(member)
+        job_id = self.job_id
+        return {"keys": [keys.job(job_id), keys.units(job_id), keys.attempts(job_id),
+                         keys.RUNNING, keys.worker(self.worker), keys.partials(job_id),
+                         keys.slave_units(self.slave)],
+                "args": [index, member,
+                         liveness.running_entry(self.worker, self.slave, self._after(index)),
+                         status.encode(), liveness.ttl_ms(_options.heartbeat_ttl)]}
+
+    def _after(self, index: int) -> list[int]:
+        return self.indexes[self.indexes.index(index) + 1:]
+
+    def _complete(self, index: int, partial: bytes, took: float) -> dict[str, Any]:
+        job_id = self.job_id
+        return {"keys": [keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
+                         keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING,
+                         keys.SLAVE_STATS, keys.slave_rate(self.slave)],
+                "args": [job_id, index, self.slave, partial, f"{took:.6f}",
+                         keys.unit_member(job_id, index), keys.SLAVE_PREFIX]}
+
+    def _one(self, index: int, answer: list[Any],
+             following: int | None) -> tuple[str, list[Any] | None]:
+        """Run one started unit; its outcome and the start answer of ``following``."""
+        job_id = self.job_id
         if answer[0] != JobState.RUNNING.value.encode():
             why = answer[0].decode()
             if why in ("done", "moved"):
-                return f"skipped: unit {index} of job {job_id} is {why}"
-            jobdata.forget(job_id)
-            return f"skipped: job {job_id} is {why}"
-        return _run(conn, complete, job_id, index, slave, member, answer)
-    finally:
-        status.end()
+                outcome = f"skipped: unit {index} of job {job_id} is {why}"
+            else:
+                jobdata.forget(job_id)
+                outcome = f"skipped: job {job_id} is {why}"
+            return outcome, self._start_next(following)
+        _, kind_name, params_raw, unit_raw, attempt = answer
+        unit = UnitRecord.decode(unit_raw)
+        if attempt > 1:
+            log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
+        started = time.perf_counter()
+        try:
+            verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
+            kind = get_kind(kind_name.decode())
+            value = kind.process(unit.spec, json.loads(params_raw),
+                                 jobdata.JobInputs(self.conn, job_id))
+            partial = codec.encode(value, f"the partial of unit {index}")
+            if len(partial) > MAX_PARTIAL_BYTES:
+                raise InputError(f"unit {index}'s partial is {len(partial) / 2**20:.0f} MiB; "
+                                 f"Redis holds at most {MAX_PARTIAL_BYTES / 2**20:.0f} MiB in "
+                                 "one value (split the job into more units)")
+        except (Exception, SystemExit) as e:  # user code may raise anything, exit included
+            return _fail(self.conn, job_id, index, self.slave, e), self._start_next(following)
+        took = time.perf_counter() - started
+        try:
+            if following is None:
+                remaining, answer_next = self.scripts.complete(
+                    **self._complete(index, partial, took)), None
+            else:
+                done, start = self._complete(index, partial, took), self._start(following)
+                remaining, answer_next = self.scripts.complete_and_start(
+                    keys=done["keys"] + start["keys"], args=done["args"] + start["args"])
+        except redis.ResponseError as e:  # e.g. a partial over Redis's value limit: final
+            return _fail(self.conn, job_id, index, self.slave, e), self._start_next(following)
+        if remaining == -2:
+            outcome = f"duplicate: unit {index} of job {job_id} was already done"
+        elif remaining == -1:
+            outcome = f"skipped: job {job_id} ended while unit {index} ran"
+        else:
+            outcome = f"done: unit {index} of job {job_id} in {took:.3f} s, {remaining} left"
+        return outcome, answer_next
 
-
-def _run(conn: redis.Redis, complete: Script, job_id: str, index: int, slave: str,
-         member: str, answer: list[Any]) -> str:
-    _, kind_name, params_raw, unit_raw, attempt = answer
-    unit = UnitRecord.decode(unit_raw)
-    if attempt > 1:
-        log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
-    started = time.perf_counter()
-    try:
-        verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
-        kind = get_kind(kind_name.decode())
-        value = kind.process(unit.spec, json.loads(params_raw), jobdata.JobInputs(conn, job_id))
-        partial = codec.encode(value, f"the partial of unit {index}")
-        if len(partial) > MAX_PARTIAL_BYTES:
-            raise InputError(f"unit {index}'s partial is {len(partial) / 2**20:.0f} MiB; Redis "
-                             f"holds at most {MAX_PARTIAL_BYTES / 2**20:.0f} MiB in one value "
-                             "(split the job into more units)")
-    except (Exception, SystemExit) as e:  # user code may raise anything, exit included
-        return _fail(conn, job_id, index, slave, e)
-    took = time.perf_counter() - started
-    try:
-        remaining = complete(
-            keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
-                  keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING, keys.SLAVE_STATS,
-                  keys.slave_rate(slave)],
-            args=[job_id, index, slave, partial, f"{took:.6f}", member, keys.SLAVE_PREFIX])
-    except redis.ResponseError as e:  # e.g. a partial over Redis's value limit: final
-        return _fail(conn, job_id, index, slave, e)
-    if remaining == -2:
-        return f"duplicate: unit {index} of job {job_id} was already done"
-    if remaining == -1:
-        return f"skipped: job {job_id} ended while unit {index} ran"
-    return f"done: unit {index} of job {job_id} in {took:.3f} s, {remaining} left"
+    def _start_next(self, following: int | None) -> list[Any] | None:
+        return None if following is None else self.scripts.start(**self._start(following))
 
 
 def _fail(conn: redis.Redis, job_id: str, index: int, slave: str,

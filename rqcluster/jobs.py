@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from rqcluster import codec, events, keys, liveness, store
-from rqcluster.errors import DecodeError, JobFailed, JobTimeout, NoSuchJob
+from rqcluster.errors import DecodeError, InputError, JobFailed, JobTimeout, NoSuchJob
 from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
@@ -71,8 +71,9 @@ def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
          poll: float = 0.05) -> JobRecord:
     """Block until the job ends; JobTimeout after ``timeout`` seconds (the job goes on).
 
-    Polls the job record with a gently growing interval (it is one small HGETALL), and
-    calls ``on_progress`` whenever the record changes.
+    Blocks on the job's ``ended`` list (so the end is seen at once) and, between wake-ups,
+    re-reads the record with a gently growing interval (one small HGETALL) to call
+    ``on_progress`` whenever it changes.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last: JobRecord | None = None
@@ -97,8 +98,9 @@ def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
                              + (f"; {view.waiting}" if view.waiting else ""))
         pause = interval if deadline is None else min(interval, max(0.0, deadline -
                                                                      time.monotonic()))
-        time.sleep(pause)
-        interval = min(interval * 1.5, 0.1)
+        if pause > 0:  # woken at once when the job ends; else look again for progress
+            conn.blmove(keys.ended(job_id), keys.ended(job_id), pause, "LEFT", "RIGHT")
+        interval = min(interval * 1.5, 0.5)
 
 
 # A job whose record has not changed this long gets its masters checked, so a client
@@ -200,7 +202,7 @@ def _stacked_blocks(conn: redis.Redis, job_id: str, meta: dict[str, Any],
 def end_job(conn: redis.Redis, job_id: str, state: JobState,
             error: dict[str, Any] | None = None, ttl: int = 86400) -> bool:
     """Move an unfinished job to failed/cancelled; True if this call ended it."""
-    ended = conn.eval(END_JOB, 1, keys.job(job_id), state.value,
+    ended = conn.eval(END_JOB, 2, keys.job(job_id), keys.ended(job_id), state.value,
                       json.dumps(error) if error else "")
     if ended:
         _unhold(conn, job_id)
@@ -222,6 +224,40 @@ def _unhold(conn: redis.Redis, job_id: str) -> None:
     pipe.execute()
 
 
+def forget(conn: redis.Redis, job_id: str) -> None:
+    """Delete an ended job now (record, result, counters) instead of at its expiry;
+    refused while it runs (cancel it first)."""
+    record = get_record(conn, job_id)
+    if not record.state.terminal:
+        raise InputError(f"job {job_id} is {record.state.value}; cancel it first "
+                         f"(rqcluster cancel {job_id})")
+    base = keys.job_result(job_id)
+    meta = conn.get(base)
+    doomed = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id),
+              keys.ended(job_id), keys.partials(job_id)]
+    stacked = meta is not None and json.loads(meta).get("type") == "stack"
+    doomed += [base] if stacked else store.keys_of(conn, base)  # (stacked: the partials)
+    pipe = conn.pipeline(transaction=True)
+    pipe.delete(*doomed)
+    pipe.zrem(keys.JOBS_INDEX, job_id)
+    pipe.execute()
+
+
+def prune_index(conn: redis.Redis, older_than: float, batch: int = 500) -> int:
+    """Drop index entries of jobs submitted before ``older_than`` whose records expired
+    (the index would otherwise grow with the cluster's history); returns how many."""
+    ids = conn.zrangebyscore(keys.JOBS_INDEX, "-inf", older_than, start=0, num=batch)
+    if not ids:
+        return 0
+    pipe = conn.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.exists(keys.job(job_id.decode()))
+    gone = [job_id for job_id, alive in zip(ids, pipe.execute(), strict=True) if not alive]
+    if gone:
+        conn.zrem(keys.JOBS_INDEX, *gone)
+    return len(gone)
+
+
 def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
     """Cancel a job; False if it had already ended. Queued units are skipped by slaves."""
     get_record(conn, job_id)
@@ -235,7 +271,8 @@ def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None,
     the result) for ``ttl`` seconds."""
     record = get_record(conn, job_id)
     doomed = [keys.units(job_id), keys.folded(job_id)]
-    kept = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id)]
+    kept = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id),
+            keys.ended(job_id)]
     (kept if keep_partials else doomed).append(keys.partials(job_id))
     for name in record.inputs:
         doomed += store.keys_of(conn, keys.job_input(job_id, name))

@@ -84,6 +84,12 @@ def combining(job_id: str) -> str:
     return f"{PREFIX}:job:{{{job_id}}}:combining"
 
 
+def ended(job_id: str) -> str:
+    """List holding one element once the job has ended (any terminal state): waiting
+    clients block on it (BLMOVE onto itself, which leaves it as it is) instead of polling."""
+    return f"{PREFIX}:job:{{{job_id}}}:ended"
+
+
 def job_input(job_id: str, name: str) -> str:
     """Base key of one job input (array, items or function); see ``store`` for the layout."""
     return f"{PREFIX}:job:{{{job_id}}}:input:{name}"

@@ -52,9 +52,13 @@ class WorkerStatus:
                            "started": self.started, "at": time.time()})
 
 
-def running_entry(worker: str, slave: str) -> str:
-    """The value of a unit's entry in ``keys.RUNNING``."""
-    return json.dumps({"worker": worker, "slave": slave, "at": time.time()})
+def running_entry(worker: str, slave: str, rest: list[int] | None = None) -> str:
+    """The value of a unit's entry in ``keys.RUNNING``; ``rest`` are the units of the same
+    batch still to run after it (lost with it if the worker dies)."""
+    entry: dict[str, Any] = {"worker": worker, "slave": slave, "at": time.time()}
+    if rest:
+        entry["rest"] = rest
+    return json.dumps(entry)
 
 
 def beat(conn: redis.Redis, slave: str, ttl: float, **info: Any) -> None:

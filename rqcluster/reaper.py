@@ -32,7 +32,7 @@ from rq import Queue
 
 from rqcluster import events, keys, rqjobs
 from rqcluster.config import ClusterConfig
-from rqcluster.jobs import end_job
+from rqcluster.jobs import end_job, prune_index
 from rqcluster.models import JobState, UnitRecord
 from rqcluster.scripts import MOVE_UNIT
 
@@ -45,7 +45,7 @@ class Lost:
 
     member: str
     slave: str
-    reason: str  # "slave-silent" | "worker-died" | "completion-lost" | "not-delivered"
+    reason: str  # slave-silent | worker-died | batch-lost | completion-lost | not-delivered
     worker: str = ""
 
     @property
@@ -86,13 +86,17 @@ class Suspects:
 
 def running_lost(running: Mapping[str, dict[str, Any]],
                  workers: Mapping[str, dict[str, Any] | None]) -> tuple[list[Lost], list[Lost]]:
-    """Running units whose worker is gone (certain), and those whose live worker says it
-    runs another unit (to confirm on a later pass)."""
+    """Running units whose worker is gone (certain; with the rest of their batch, which
+    died with the worker's RQ job), and those whose live worker says it runs another unit
+    (to confirm on a later pass)."""
     gone, mismatched = [], []
     for member, entry in running.items():
         status = workers.get(entry["worker"])
         if status is None:
             gone.append(Lost(member, entry["slave"], "worker-died", entry["worker"]))
+            job_id = member.rsplit(":", 1)[0]
+            gone += [Lost(keys.unit_member(job_id, i), entry["slave"], "batch-lost")
+                     for i in entry.get("rest", ()) if keys.unit_member(job_id, i) not in running]
         elif status.get("unit") != member:
             mismatched.append(Lost(member, entry["slave"], "completion-lost", entry["worker"]))
     return gone, mismatched
@@ -123,11 +127,15 @@ class Reaper:
         self._undelivered = Suspects()
         self._silent: set[str] = set()  # slaves already reported silent
         self._queues: dict[str, Queue] = {}
+        self._next_prune = 0.0
 
     def sweep(self, now: float | None = None) -> int:
         """Find lost units and move them; returns how many moved. ``now`` (seconds)
         replaces Redis's TIME for confirming suspects (tests)."""
         redis_now, views, running = self._read()
+        if redis_now >= self._next_prune:  # housekeeping, once a minute
+            self._next_prune = redis_now + 60
+            prune_index(self.conn, redis_now - self.config.options.result_ttl - 86400)
         now = redis_now if now is None else now
         lost: list[Lost] = []
         dead = [s for s, v in views.items() if not v.alive and v.held]
@@ -148,6 +156,7 @@ class Reaper:
         sure = self._mismatched.confirm(now, (x.member for x in mismatched), self.ttl / 2)
         lost += [x for x in mismatched if x.member in sure]
         lost += self._undelivered_units(now, views, running)
+        lost = list({x.member: x for x in reversed(lost)}.values())[::-1]  # first wins
         if not lost:
             return 0
         shares = {s.name: s.performance for s in self.config.slaves

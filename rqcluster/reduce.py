@@ -220,6 +220,7 @@ class Reducer:
                     store.put_blob(pipe, keys.job_result(job_id), encoded, ttl=ttl)
                 pipe.hset(job_key, mapping={"state": JobState.DONE.value,
                                             "finished": repr(time.time())})
+                pipe.rpush(keys.ended(job_id), JobState.DONE.value)  # (kept for ttl, below)
                 release(self.conn, job_id, ttl, pipe=pipe, keep_partials=stack is not None)
                 events.emit(pipe, events.JOB_DONE, job=job_id)
                 pipe.execute()

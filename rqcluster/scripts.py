@@ -7,28 +7,32 @@ changes nothing the second time.
 
 # Slave: the start of one unit. If the job is running, the unit not done yet and still
 # held by this slave (not moved off it while it was silent), count the attempt (and, past
-# the first, a retry in the job record), record
-# which worker runs the unit (so the reaper can tell a unit lost with its worker) and
-# publish it in the worker's status; answer what the slave needs, in one round trip.
+# the first, a retry in the job record), record which worker runs the unit (so the
+# reaper can tell a unit lost with its worker) and publish it in the worker's status;
+# answer what the slave needs, in one round trip.
 # KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = attempts hash
 # KEYS[4] = running hash   KEYS[5] = worker status key   KEYS[6] = partials hash
 # KEYS[7] = this slave's held units
 # ARGV[1] = unit index   ARGV[2] = unit member ("job:unit")   ARGV[3] = running entry JSON
 # ARGV[4] = worker status JSON   ARGV[5] = worker status TTL (ms)
 # Returns {state, kind, params, unit record, attempts}; only {why} if it must not run.
-START_UNIT = """
-local job = redis.call('HMGET', KEYS[1], 'state', 'kind', 'params')
-if job[1] ~= 'running' then return {job[1] or 'gone'} end
-if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then return {'done'} end
-if redis.call('SISMEMBER', KEYS[7], ARGV[2]) == 0 then return {'moved'} end
-local unit = redis.call('HGET', KEYS[2], ARGV[1])
-if not unit then return {'gone'} end
-local attempts = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-if attempts > 1 then redis.call('HINCRBY', KEYS[1], 'retries', 1) end
-redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
-redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
-return {job[1], job[2], job[3], unit, attempts}
+START_FN = """
+local function start_unit(K, A)
+  local job = redis.call('HMGET', K[1], 'state', 'kind', 'params')
+  if job[1] ~= 'running' then return {job[1] or 'gone'} end
+  if redis.call('HEXISTS', K[6], A[1]) == 1 then return {'done'} end
+  if redis.call('SISMEMBER', K[7], A[2]) == 0 then return {'moved'} end
+  local unit = redis.call('HGET', K[2], A[1])
+  if not unit then return {'gone'} end
+  local attempts = redis.call('HINCRBY', K[3], A[1], 1)
+  if attempts > 1 then redis.call('HINCRBY', K[1], 'retries', 1) end
+  redis.call('HSET', K[4], A[2], A[3])
+  redis.call('SET', K[5], A[4], 'PX', A[5])
+  return {job[1], job[2], job[3], unit, attempts}
+end
 """
+START_UNIT = START_FN + "return start_unit(KEYS, ARGV)"
+
 
 # Slave: the completion step of one unit. The first completion of (job, unit) stores the
 # partial, decrements the job's remaining counter, counts it for the slave and announces
@@ -44,27 +48,45 @@ return {job[1], job[2], job[3], unit, attempts}
 # ARGV[5] = seconds the unit took   ARGV[6] = unit member   ARGV[7] = slave units key
 #   prefix (the owner's set is "<prefix><slave>:units"; the owner is read from the unit)
 # Returns the remaining count, -1 if the job is not running, -2 for a duplicate.
-COMPLETE_UNIT = """
-redis.call('HDEL', KEYS[6], ARGV[6])
-local unit = redis.call('HGET', KEYS[5], ARGV[2])
-if unit then
-  redis.call('SREM', ARGV[7] .. cjson.decode(unit)['s'] .. ':units', ARGV[6])
+COMPLETE_FN = """
+local function complete_unit(K, A)
+  redis.call('HDEL', K[6], A[6])
+  local unit = redis.call('HGET', K[5], A[2])
+  if unit then
+    redis.call('SREM', A[7] .. cjson.decode(unit)['s'] .. ':units', A[6])
+  end
+  if redis.call('HGET', K[1], 'state') ~= 'running' then return -1 end
+  if redis.call('HSETNX', K[2], A[2], A[4]) == 0 then return -2 end
+  local remaining = redis.call('HINCRBY', K[1], 'remaining', -1)
+  redis.call('HINCRBY', K[3], A[3], 1)
+  redis.call('HINCRBYFLOAT', K[1], 'busy', A[5])
+  redis.call('HINCRBY', K[7], A[3], 1)
+  redis.call('HINCRBYFLOAT', K[7], A[3] .. ':busy', A[5])
+  local bucket = math.floor(tonumber(redis.call('TIME')[1]) / 5)
+  redis.call('HINCRBY', K[8], bucket, 1)
+  redis.call('HDEL', K[8], bucket - 12)
+  redis.call('EXPIRE', K[8], 120)
+  redis.call('XADD', K[4], '*', 'job', A[1], 'unit', A[2], 'slave', A[3],
+             'bytes', string.len(A[4]))
+  return remaining
 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return -1 end
-if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[4]) == 0 then return -2 end
-local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', -1)
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-redis.call('HINCRBYFLOAT', KEYS[1], 'busy', ARGV[5])
-redis.call('HINCRBY', KEYS[7], ARGV[3], 1)
-redis.call('HINCRBYFLOAT', KEYS[7], ARGV[3] .. ':busy', ARGV[5])
-local bucket = math.floor(tonumber(redis.call('TIME')[1]) / 5)
-redis.call('HINCRBY', KEYS[8], bucket, 1)
-redis.call('HDEL', KEYS[8], bucket - 12)
-redis.call('EXPIRE', KEYS[8], 120)
-redis.call('XADD', KEYS[4], '*', 'job', ARGV[1], 'unit', ARGV[2], 'slave', ARGV[3],
-           'bytes', string.len(ARGV[4]))
-return remaining
 """
+COMPLETE_UNIT = COMPLETE_FN + "return complete_unit(KEYS, ARGV)"
+
+# Slave, inside a batch: the completion of one unit and the start of the next in one
+# round trip (the two steps above, each as atomic as alone).
+# KEYS[1..8] = COMPLETE_UNIT's keys   KEYS[9..15] = START_UNIT's keys
+# ARGV[1..7] = COMPLETE_UNIT's args   ARGV[8..12] = START_UNIT's args
+# Returns {COMPLETE_UNIT's answer, START_UNIT's answer}.
+COMPLETE_AND_START = COMPLETE_FN + START_FN + """
+local ck, ca, sk, sa = {}, {}, {}, {}
+for i = 1, 8 do ck[i] = KEYS[i] end
+for i = 9, 15 do sk[i - 8] = KEYS[i] end
+for i = 1, 7 do ca[i] = ARGV[i] end
+for i = 8, 12 do sa[i - 7] = ARGV[i] end
+return {complete_unit(ck, ca), start_unit(sk, sa)}
+"""
+
 
 # master-assign's reaper: move one unit off a slave that lost it (the slave went silent,
 # or the worker running it died, or it vanished in delivery) to a live slave. Nothing
@@ -110,7 +132,7 @@ return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 
 # Any node: move a job that is not finished yet to a terminal state (failed/cancelled),
 # with the error that explains it. Only the first terminal transition wins.
-# KEYS[1] = job hash
+# KEYS[1] = job hash   KEYS[2] = the job's ended list (wakes waiting clients)
 # ARGV[1] = new state   ARGV[2] = error JSON ('' for none)
 # Returns 1 if this call ended the job, 0 if it had already ended.
 END_JOB = """
@@ -120,6 +142,7 @@ local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', t[1] + t[2] / 1000000)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
 redis.call('HDEL', KEYS[1], 'waiting')
+redis.call('RPUSH', KEYS[2], ARGV[1])
 return 1
 """
 

@@ -319,3 +319,22 @@ def test_duplicate_and_foreign_results_in_the_stream_are_ignored_and_logged(make
     assert len(ignored) == 3, [e.to_dict() for e in ignored]
     log = (c.logs / "master.log").read_text()
     assert log.count("ignored results entry") == 3
+
+
+# --- batches ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_slave_killed_mid_batch_loses_no_unit_of_the_batch(make_cluster, restart):
+    """Tiny units travel 25 to an RQ job: the rest of a batch whose worker died is neither
+    queued nor running; the reaper still finds it (dead slave, or idle slave once back)."""
+    c = three_slaves(make_cluster)
+    params = {"samples": 600 * 2**16, "seed": 17, "unit_samples": 2**16}
+    job = c.api.submit("montecarlo", **params)
+    wait_until(lambda: done_by(c, "slave1") >= 3, 60, interval=0.002)
+    kill_group(c.procs["slave1"])
+    if restart:
+        c.spawn("slave", "slave1")
+    else:
+        c._stopped.add("slave1")
+    assert job.result(timeout=TIMEOUT) == estimate_locally(**params)
+    assert_exact(c, job.id)

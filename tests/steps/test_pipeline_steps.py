@@ -111,7 +111,7 @@ def test_two_completions_racing_count_once(redis_conn, config):
     job_id = enqueue.submit(redis_conn, "montecarlo", samples=5000, seed=9, unit_samples=1000)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
     first = units_of(redis_conn, job_id)[0]
-    _, complete = execute._unit_scripts(redis_conn)
+    complete = execute._unit_scripts(redis_conn).complete
     args = dict(keys=[keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
                       keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING,
                       keys.SLAVE_STATS, keys.slave_rate(first.slave)])
@@ -352,3 +352,32 @@ def test_many_units_are_placed_in_batches_and_run_by_real_rq_workers(redis_conn,
     drain(redis_conn, config)
     assert get_result(redis_conn, job_id) == estimate_locally(**params)
     assert sum(int(v) for v in redis_conn.hvals(keys.slave_counts(job_id))) == 400
+
+
+def test_forgetting_ended_jobs_returns_redis_to_its_baseline(redis_conn, config):
+    a = np.arange(40 * 6).reshape(40, 6)
+    baseline = set(redis_conn.keys("rqc:job:*"))
+    done = enqueue.submit(redis_conn, "matmul", a=a, b=a.T)  # a stacked result
+    summed = enqueue.submit(redis_conn, "montecarlo", samples=4000, seed=1, unit_samples=1000)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    running = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    for job_id in (done, summed):
+        run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    with pytest.raises(InputError, match="cancel it first"):
+        jobs.forget(redis_conn, running)
+    cancel(redis_conn, running)
+    for job_id in (done, summed, running):
+        jobs.forget(redis_conn, job_id)
+    assert set(redis_conn.keys("rqc:job:*")) == baseline
+    assert redis_conn.zcard(keys.JOBS_INDEX) == 0
+
+
+def test_the_job_index_drops_jobs_whose_records_expired(redis_conn, config):
+    old = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    new = enqueue.submit(redis_conn, "montecarlo", samples=10, seed=1)
+    redis_conn.delete(keys.job(old), keys.job(new))  # as expiry would
+    redis_conn.zadd(keys.JOBS_INDEX, {old: 1.0})
+    assert jobs.prune_index(redis_conn, older_than=1000.0) == 1
+    assert redis_conn.zrange(keys.JOBS_INDEX, 0, -1) == [new.encode()]

@@ -46,14 +46,15 @@ def run_everything(conn: redis.Redis, job_id: str) -> list[str]:
 
 
 def start_without_finishing(conn: redis.Redis, job_id: str, index: int, slave: str,
-                            worker: str) -> None:
+                            worker: str, rest: list[int] | None = None) -> None:
     """What a worker does before it is killed mid-unit: the start script only."""
     status = liveness.WorkerStatus(slave, worker)
     status.begin(keys.unit_member(job_id, index))
-    start, _ = execute._unit_scripts(conn)
+    start = execute._unit_scripts(conn).start
     start(keys=[keys.job(job_id), keys.units(job_id), keys.attempts(job_id), keys.RUNNING,
                 keys.worker(worker), keys.partials(job_id), keys.slave_units(slave)],
-          args=[index, keys.unit_member(job_id, index), liveness.running_entry(worker, slave),
+          args=[index, keys.unit_member(job_id, index),
+                liveness.running_entry(worker, slave, rest),
                 status.encode(), 60_000])
 
 
@@ -171,12 +172,33 @@ def test_two_reapers_racing_move_each_unit_once(redis_conn, config):
     assert total == get_record(redis_conn, job_id).total
 
 
+def test_the_rest_of_a_batch_whose_worker_died_moves_with_the_running_unit(redis_conn, config):
+    job_id = enqueue.submit(redis_conn, "montecarlo", samples=400 * 50, seed=2, unit_samples=50)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    on_s1 = sorted(u.index for u in units_of(redis_conn, job_id) if u.slave == "s1")
+    batch = on_s1[:5]
+    start_without_finishing(redis_conn, job_id, batch[0], "s1", "w1", rest=batch[1:])
+    redis_conn.delete(keys.worker("w1"))
+    assert Reaper(redis_conn, config).sweep() == 5  # at once: no confirmation needed
+    owners = {u.index: u.slave for u in units_of(redis_conn, job_id)}
+    for i in batch:  # queued again, each on its own
+        queued = redis_conn.lrange(keys.rq_queue_key(owners[i]), 0, -1)
+        assert f"{keys.rq_job_id(job_id, i)}-m1".encode() in queued
+    assert all(owners[i] == "s1" for i in on_s1[5:])
+    record = get_record(redis_conn, job_id)
+    assert (record.moved, record.lost) == (5, 1)  # only the running one was "lost"
+
+
 def test_running_lost_tells_dead_workers_from_mismatched_ones():
     running = {"j:1": {"worker": "a", "slave": "s1"}, "j:2": {"worker": "b", "slave": "s2"},
                "j:3": {"worker": "c", "slave": "s2"}}
     workers = {"a": None, "b": {"unit": "j:9"}, "c": {"unit": "j:3"}}
     gone, mismatched = running_lost(running, workers)
     assert gone == [Lost("j:1", "s1", "worker-died", "a")]
+    running["j:1"]["rest"] = [4, 5, 2]  # j:2 runs elsewhere: not lost with a's batch
+    gone, _ = running_lost(running, workers)
+    assert gone == [Lost("j:1", "s1", "worker-died", "a"), Lost("j:4", "s1", "batch-lost"),
+                    Lost("j:5", "s1", "batch-lost")]
     assert mismatched == [Lost("j:2", "s2", "completion-lost", "b")]
 
 
