@@ -27,6 +27,7 @@ from rqcluster.connection import connect
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord
 from rqcluster.npyfile import check_output
+from rqcluster.secret import cluster_key
 
 
 class Cluster:
@@ -57,7 +58,7 @@ class Cluster:
         if out is not None:
             check_output(out, "out")
         job = enqueue.validate(kind, **params)
-        job_id = enqueue.write(self.conn, job)
+        job_id = enqueue.write(self.conn, job, cluster_key(self.config))
         return JobHandle(self, job_id, out=out)
 
     def job(self, job_id: str) -> JobHandle:

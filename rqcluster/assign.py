@@ -25,6 +25,7 @@ from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.placement import batches
 from rqcluster.reaper import Reaper
+from rqcluster.signedrq import sign_unit
 
 log = logging.getLogger("rqcluster.assign")
 
@@ -89,7 +90,9 @@ class Assigner:
                     self.config.options.result_ttl)
             self.conn.lrem(mine, 0, job_id)
             return False
-        return self._place(record, [UnitRecord(u.index, u.slave, u.spec) for u in units])
+        return self._place(record, [sign_unit(record.id, record.kind,
+                                              UnitRecord(u.index, u.slave, u.spec))
+                                    for u in units])
 
     def _put_back(self, record: JobRecord) -> None:
         """Return the job to the head of the submitted list (order kept) and mark it and

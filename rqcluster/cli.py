@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord, JobState
 from rqcluster.npyfile import check_output
 from rqcluster.progress import ProgressReporter
+from rqcluster.secret import cluster_key
+from rqcluster.secret import source as secret_source
 
 SMALL_ARRAY = 10_000
 
@@ -95,11 +98,15 @@ def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
 
 @cli.command("check-config")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-redis", is_flag=True,
+              help="Only validate the file; do not contact Redis to check it is safe.")
 @pass_ctx
-def check_config(ctx: CliContext, as_json: bool) -> None:
-    """Validate the config and summarise the cluster it describes."""
+def check_config(ctx: CliContext, as_json: bool, no_redis: bool) -> None:
+    """Validate the config and summarise the cluster it describes; if its Redis is
+    reachable, check that it is safe (a password off loopback, noeviction, appendonly)
+    and exit 2 if it is not."""
     cfg = ctx.config
-    summary = {
+    summary: dict[str, Any] = {
         "config": str(cfg.path),
         "master-assign": vars(cfg.master_assign), "master-combine": vars(cfg.master_combine),
         "slaves": [{"name": s.name, "ip": s.ip, "performance": s.performance,
@@ -108,9 +115,16 @@ def check_config(ctx: CliContext, as_json: bool) -> None:
         "redis": {"url": cfg.redis.url, "loopback": cfg.redis.is_loopback(),
                   "password": cfg.redis.password_source()},
         "options": {k.replace("_", "-"): v for k, v in vars(cfg.options).items()},
+        "security": {"secret": secret_source(cfg),
+                     "max-payload-bytes": cfg.security.max_payload_bytes},
     }
+    reachable, problems = (None, []) if no_redis else _redis_problems(cfg)
+    summary["redis"]["checked"] = reachable is True
+    summary["redis"]["problems"] = problems
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+        if problems:
+            sys.exit(2)
         return
     click.echo(f"{cfg.path}: OK")
     click.echo(f"  master-assign   {cfg.master_assign.name} ({cfg.master_assign.ip})")
@@ -121,6 +135,31 @@ def check_config(ctx: CliContext, as_json: bool) -> None:
         click.echo(f"    {s.name:<16} {s.ip:<15} performance {s.performance:g} "
                    f"({100 * s.performance / total:.0f}% of each job)")
     click.echo(f"  redis           {cfg.redis.url} (password: {cfg.redis.password_source()})")
+    click.echo(f"  secret          {secret_source(cfg)}")
+    if reachable is None:
+        click.echo("  redis checks    not run (--no-redis)")
+    elif isinstance(reachable, str):
+        click.echo(f"  redis checks    not run ({reachable})")
+    elif not problems:
+        click.echo("  redis checks    ok (authentication, noeviction, appendonly)")
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(2)
+
+
+def _redis_problems(cfg: ClusterConfig) -> tuple[bool | str, list[str]]:
+    """(True or why not checked, problems) of the config's Redis; an unreachable one is
+    not a problem of the config (the broker may not be started yet)."""
+    from rqcluster.safety import check_redis
+    try:
+        conn = connect(cfg.redis)
+    except RQClusterError as e:
+        return f"cannot connect: {e}", []
+    try:
+        return True, check_redis(conn, cfg.redis)
+    finally:
+        conn.close()
 
 
 @cli.command()
@@ -144,13 +183,27 @@ def broker(ctx: CliContext, data_dir: Path | None) -> None:
 @click.option("--name", envvar="RQCLUSTER_NODE",
               help="This node's name in the config [env RQCLUSTER_NODE; default: the node "
                    "matching this host].")
+@click.option("--allow-unsafe-redis", is_flag=True,
+              help="Start even if Redis has no password on a non-loopback address, may "
+                   "evict keys, or has persistence off (each is logged as a warning).")
 @pass_ctx
-def node(ctx: CliContext, mode: str, name: str | None) -> None:
+def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool) -> None:
     """Run this machine's node in one of the four modes, until Ctrl-C or SIGTERM."""
-    from rqcluster.node import run_node
+    from rqcluster.connection import wait_for_broker
+    from rqcluster.node import check_mode, run_node
+    from rqcluster.safety import ALLOW_ENV, refuse_unsafe
     cfg = ctx.config
     logging.getLogger().setLevel(logging.INFO)
-    sys.exit(run_node(cfg, mode, cfg.this_node(name)))
+    me = cfg.this_node(name)
+    check_mode(cfg, mode, me)  # a wrong mode is refused before Redis is needed
+    cluster_key(cfg)  # no usable secret: refuse before anything starts
+    log = logging.getLogger("rqcluster.node")
+    conn = wait_for_broker(cfg.redis, on_wait=log.info)
+    refuse_unsafe(conn, cfg.redis, allow_unsafe_redis, warn=log.warning)
+    conn.close()
+    if allow_unsafe_redis:
+        os.environ[ALLOW_ENV] = "1"  # a slave's `rq worker` checks again; it inherits this
+    sys.exit(run_node(cfg, mode, me))
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -244,7 +297,7 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
     job = enqueue.validate(kind, **params)
     slaves_live = _look_for_slaves(ctx, wait_for_slaves)
-    job_id = enqueue.write(ctx.conn, job)
+    job_id = enqueue.write(ctx.conn, job, cluster_key(ctx.config))
     if not slaves_live:
         names = ", ".join(s.name for s in ctx.config.slaves)
         click.echo(f"warning: no live slave (none of {names} has a heartbeat): job {job_id} "

@@ -106,6 +106,22 @@ class Options:
     max_attempts: int = 3          # a unit whose worker died this often fails its job
 
 
+# Largest job (inputs) accepted in one submission unless the config says otherwise.
+DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024**3
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Where the cluster secret comes from and how big a payload may be.
+
+    The secret itself never appears in the config: it comes from $RQCLUSTER_SECRET, else
+    the file named here, else (Redis on loopback only) a per-user file made on first use.
+    """
+
+    secret_file: Path | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """One cluster: its masters, its slaves, its Redis and its options."""
@@ -116,6 +132,7 @@ class ClusterConfig:
     redis: RedisSettings = field(default_factory=RedisSettings)
     options: Options = field(default_factory=Options)
     path: Path | None = None
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def slave(self, name: str) -> Slave:
         """The slave called ``name``; ConfigError naming the known slaves otherwise."""
@@ -201,7 +218,7 @@ def parse_config(raw: Any, base_dir: Path | None = None, path: Path | None = Non
     """Validate an already-parsed config document (a dict) into a ClusterConfig."""
     base_dir = base_dir or Path.cwd()
     doc = _mapping(raw, "(root)", required={"master-assign", "master-combine", "slaves"},
-                   optional={"redis", "options", "$comment"})
+                   optional={"redis", "options", "security", "$comment"})
     assign = _node(doc["master-assign"], "master-assign")
     combine = _node(doc["master-combine"], "master-combine")
     slaves = _slaves(doc["slaves"])
@@ -211,7 +228,22 @@ def parse_config(raw: Any, base_dir: Path | None = None, path: Path | None = Non
                               "name identifies one machine role (use another name)")
     redis = _redis(doc.get("redis", {}), base_dir)
     options = _options(doc.get("options", {}))
-    return ClusterConfig(assign, combine, slaves, redis, options, path)
+    security = _security(doc.get("security", {}), base_dir)
+    config = ClusterConfig(assign, combine, slaves, redis, options, path, security)
+    global _current
+    _current = config
+    return config
+
+
+# The config this process loaded last: a process serves one cluster, and the parts of
+# rqcluster that need its secret or limits but get no config (a slave's input reader,
+# the submit size check) find it here.
+_current: ClusterConfig | None = None
+
+
+def current() -> ClusterConfig | None:
+    """The config this process parsed last (None before any)."""
+    return _current
 
 
 def _fail(where: str, problem: str) -> ConfigError:
@@ -353,3 +385,25 @@ def _options(raw: Any) -> Options:
             raise _fail(f"options.{key}", f"must be {what} >= {minimum}, got {_show(value)}")
         values[key.replace("-", "_")] = kind(number)
     return Options(**values)
+
+
+def _security(raw: Any, base_dir: Path) -> SecuritySettings:
+    if isinstance(raw, dict) and "secret" in raw:
+        raise _fail("security.secret", "secrets never go in the config; name a file with "
+                    "security.secret-file or set $RQCLUSTER_SECRET")
+    doc = _mapping(raw, "security", required=set(),
+                   optional={"secret-file", "max-payload-bytes", "$comment"})
+    values: dict[str, Any] = {}
+    if "secret-file" in doc:
+        value = doc["secret-file"]
+        if not isinstance(value, str) or not value:
+            raise _fail("security.secret-file", f"must be a file path, got {_show(value)}")
+        values["secret_file"] = (base_dir / value).resolve()
+    if "max-payload-bytes" in doc:
+        value = doc["max-payload-bytes"]
+        number = _finite(value)
+        if number is None or not number.is_integer() or number < 1024:
+            raise _fail("security.max-payload-bytes",
+                        f"must be a whole number of bytes >= 1024, got {_show(value)}")
+        values["max_payload_bytes"] = int(number)
+    return SecuritySettings(**values)

@@ -16,13 +16,16 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import events, keys, store
+from rqcluster import envelope, events, keys, store
+from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, current
 from rqcluster.errors import InputError
 from rqcluster.kinds import Function, Items, Prepared, get_kind
 from rqcluster.models import JobRecord, JobState
+from rqcluster.secret import cluster_key
 
-# Largest job (inputs) accepted in one submission; Redis must hold it all in memory.
-MAX_SUBMIT_BYTES = 8 * 1024**3
+# Largest job (inputs) accepted in one submission unless the config's
+# security.max-payload-bytes says otherwise; Redis must hold it all in memory.
+MAX_SUBMIT_BYTES = DEFAULT_MAX_PAYLOAD_BYTES
 
 
 def new_job_id() -> str:
@@ -54,14 +57,28 @@ def validate(kind_name: str, **params: Any) -> ValidatedJob:
     kind = get_kind(kind_name)
     prepared = kind.prepare(**params)
     size = sum(input_size(v) for v in prepared.inputs.values())
-    if size > MAX_SUBMIT_BYTES:
-        raise InputError(f"{kind_name}: inputs are {size / 1024**3:.1f} GiB, more than the "
-                         f"{MAX_SUBMIT_BYTES / 1024**3:.0f} GiB one job may hold in Redis")
+    limit = max_payload_bytes()
+    if size > limit:
+        raise InputError(f"{kind_name}: inputs are {_size(size)}, more than the {_size(limit)} "
+                         "one job may hold (security.max-payload-bytes)")
     return ValidatedJob(kind_name, prepared, kind.describe(prepared.params))
 
 
-def write(conn: redis.Redis, job: ValidatedJob) -> str:
-    """Write a validated job in one transaction; returns its id."""
+def max_payload_bytes() -> int:
+    """The configured limit on one job's inputs (the default without a config)."""
+    config = current()
+    return config.security.max_payload_bytes if config else MAX_SUBMIT_BYTES
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n:,} bytes"
+
+
+def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str:
+    """Write a validated job in one transaction; returns its id. Functions are sealed
+    with ``key`` (default: the secret of the config this process loaded), bound to this
+    job and input, before they go; no secret, nothing written."""
+    key = key or cluster_key()
     job_id = new_job_id()
     now = time.time()
     record = JobRecord(id=job_id, kind=job.kind, state=JobState.SUBMITTED,
@@ -75,7 +92,8 @@ def write(conn: redis.Redis, job: ValidatedJob) -> str:
         elif isinstance(value, Items):
             store.put_items(pipe, base, value.lines, fmt=value.format)
         else:
-            store.put_blob(pipe, base, value.blob)
+            ctx = envelope.Context(f"function:{name}", job_id, "", job.kind)
+            store.put_blob(pipe, base, envelope.seal(key, ctx, value.blob, compress=True))
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.zadd(keys.UNFINISHED, {job_id: now})

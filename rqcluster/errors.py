@@ -31,6 +31,10 @@ class DecodeError(RQClusterError):
     """Raised when a record read from Redis cannot be decoded (corrupt, foreign or too new)."""
 
 
+class VersionSkew(RQClusterError):
+    """Raised when a shipped function was pickled by other Python/cloudpickle versions."""
+
+
 class NoLiveSlave(RQClusterError):
     """Raised when a job is submitted from the CLI while no slave of the cluster is live."""
 

@@ -28,6 +28,7 @@ from rqcluster.jobs import end_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobState, UnitRecord
 from rqcluster.scripts import COMPLETE_AND_START, COMPLETE_UNIT, START_UNIT
+from rqcluster.signedrq import verify_unit
 
 log = logging.getLogger("rqcluster.execute")
 
@@ -165,6 +166,7 @@ class _Batch:
             log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
         started = time.perf_counter()
         try:
+            verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
             kind = get_kind(kind_name.decode())
             value = kind.process(unit.spec, json.loads(params_raw),
                                  jobdata.JobInputs(self.conn, job_id))

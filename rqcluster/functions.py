@@ -3,12 +3,19 @@
 A slave has none of the user's code installed, so a function from the user's own module
 is pickled together with that module's code (``register_pickle_by_value``); functions from
 installed packages (numpy, the standard library, …) travel by reference as usual.
+
+The packed bytes start with the submitter's Python and cloudpickle versions, so a slave
+with other versions refuses the function with a message naming both instead of crashing
+(or worse) inside the unpickler. In Redis they are always inside a signed envelope
+(``rqcluster.envelope``), opened before ``unpack_function`` ever sees them.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import struct
 import sys
 import sysconfig
 from collections.abc import Callable
@@ -18,7 +25,9 @@ from typing import Any
 
 import cloudpickle
 
-from rqcluster.errors import InputError
+from rqcluster.errors import DecodeError, InputError, VersionSkew
+
+MAGIC = b"RQCF"
 
 # Present on every node, so always pickled by reference.
 _OURS = frozenset({"rqcluster", "workers"})
@@ -67,7 +76,7 @@ def pack_function(fn: Callable[..., Any], what: str = "function") -> bytes:
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(fn)
+        return _with_versions(cloudpickle.dumps(fn))
     except Exception as e:
         raise InputError(f"{what}: cannot ship {describe(fn)} to the slaves: "
                          f"{type(e).__name__}: {e}") from None
@@ -88,12 +97,54 @@ def _user_modules() -> list[ModuleType]:
     return found
 
 
+def versions() -> dict[str, str]:
+    """What a pickled function depends on: Python's major.minor (the bytecode format;
+    patch releases share it) and the exact cloudpickle version."""
+    return {"python": "{}.{}".format(*sys.version_info[:2]),
+            "cloudpickle": cloudpickle.__version__}
+
+
+def _with_versions(pickled: bytes) -> bytes:
+    header = json.dumps(versions(), separators=(",", ":")).encode()
+    return MAGIC + struct.pack(">H", len(header)) + header + pickled
+
+
+def check_versions(blob: bytes, what: str = "function") -> bytes:
+    """The pickle inside ``pack_function``'s bytes, once the submitter's versions are
+    known to match this process's; VersionSkew naming both otherwise."""
+    try:
+        if blob[:4] != MAGIC:
+            raise ValueError("no version header")
+        (length,) = struct.unpack(">H", blob[4:6])
+        theirs = json.loads(blob[6:6 + length])
+        if not isinstance(theirs, dict):
+            raise ValueError("bad version header")
+    except (ValueError, struct.error) as e:
+        raise DecodeError(f"{what}: not a packed rqcluster function ({e})") from None
+    ours = versions()
+    if {k: theirs.get(k) for k in ours} != ours:
+        raise VersionSkew(
+            f"{what}: pickled by Python {theirs.get('python')} with cloudpickle "
+            f"{theirs.get('cloudpickle')}, but this node runs Python {ours['python']} with "
+            f"cloudpickle {ours['cloudpickle']}; install the same versions on every node")
+    return blob[6 + length:]
+
+
 def unpack_function(blob: bytes) -> Callable[..., Any]:
-    """The function back from ``pack_function``'s bytes (runs on a slave or combiner)."""
-    fn = cloudpickle.loads(blob)
+    """The function back from ``pack_function``'s bytes (runs on a slave or combiner),
+    after its version header is checked; only ever called on a verified envelope's body."""
+    fn = cloudpickle.loads(check_versions(blob))
     if not callable(fn):
         raise InputError(f"shipped function is a {type(fn).__name__}, not callable")
     return fn  # type: ignore[no-any-return]
+
+
+def open_function(key: bytes, ctx: Any, sealed: bytes | None, max_size: int
+                  ) -> Callable[..., Any]:
+    """The function in a sealed envelope (``rqcluster.envelope``): its signature for
+    ``ctx`` is checked first, then its versions, and only then is it unpickled."""
+    from rqcluster import envelope
+    return unpack_function(envelope.open_(key, ctx, sealed, max_size))
 
 
 def describe(fn: Callable[..., Any]) -> str:

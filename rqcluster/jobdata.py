@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import keys, store
-from rqcluster.functions import unpack_function
+from rqcluster import envelope, keys, store
+from rqcluster.functions import open_function
 
 _CACHE_ENTRIES = 6
 _cache: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
@@ -62,7 +62,16 @@ class JobInputs:
         return store.get_items(self.conn, keys.job_input(self.job_id, name), start, stop)
 
     def function(self, name: str) -> Callable[..., Any]:
-        base = keys.job_input(self.job_id, name)
         return _cached((self.job_id, "function", name),  # type: ignore[no-any-return]
-                       lambda: self._counted(name, unpack_function(
-                           store.get_blob(self.conn, base))))
+                       lambda: self._counted(name, self._open_function(name)))
+
+    def _open_function(self, name: str) -> Callable[..., Any]:
+        """Verify the function's envelope (bound to this job, input and kind), and only
+        then unpickle it: bytes anyone else wrote are refused unread."""
+        from rqcluster.enqueue import max_payload_bytes
+        from rqcluster.secret import cluster_key
+        raw_kind = self.conn.hget(keys.job(self.job_id), "kind")
+        ctx = envelope.Context(f"function:{name}", self.job_id, "",
+                               raw_kind.decode() if isinstance(raw_kind, bytes) else "")
+        sealed = store.get_blob(self.conn, keys.job_input(self.job_id, name))
+        return open_function(cluster_key(), ctx, sealed, max_payload_bytes())

@@ -128,17 +128,18 @@ class UnitRecord:
     stage: str = "main"
     attempts: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    sig: str = ""  # HMAC of spec and stage (``rqcluster.signedrq.sign_unit``)
 
     def encode(self) -> str:
         return json.dumps({"i": self.index, "s": self.slave, "spec": self.spec,
-                           "stage": self.stage, "a": self.attempts, "m": self.meta},
-                          separators=(",", ":"))
+                           "stage": self.stage, "a": self.attempts, "m": self.meta,
+                           "sig": self.sig}, separators=(",", ":"))
 
     @classmethod
     def decode(cls, raw: bytes | str) -> UnitRecord:
         try:
             d = json.loads(raw)
             return cls(int(d["i"]), str(d["s"]), dict(d["spec"]), str(d.get("stage", "main")),
-                       int(d.get("a", 0)), dict(d.get("m", {})))
+                       int(d.get("a", 0)), dict(d.get("m", {})), str(d.get("sig", "")))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt unit record: {type(e).__name__}: {e}") from e

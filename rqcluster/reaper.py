@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -296,8 +296,7 @@ class Reaper:
 
 
 def _with_slave(record: UnitRecord, slave: str) -> UnitRecord:
-    return UnitRecord(record.index, slave, record.spec, record.stage, record.attempts,
-                      record.meta)
+    return replace(record, slave=slave)  # keeps the spec's signature (``sig``)
 
 
 def _text(value: bytes | str) -> str:

@@ -10,18 +10,18 @@ from typing import Any
 
 import redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from rqcluster import keys
 from rqcluster.config import Options
+from rqcluster.signedrq import RUN_UNIT, RUN_UNITS, unit_queue
 
-RUN_UNIT = "rqcluster.execute.run_unit"
-RUN_UNITS = "rqcluster.execute.run_units"
+__all__ = ["RUN_UNIT", "RUN_UNITS", "batch_job", "slave_queue", "unit_job"]
 
 
 def slave_queue(conn: redis.Redis, slave: str) -> Queue:
-    """The RQ queue a slave's `rq worker` listens on."""
-    return Queue(keys.slave_queue(slave), connection=conn, serializer=JSONSerializer)
+    """The RQ queue a slave's `rq worker` listens on: its jobs are signed unit jobs
+    (``rqcluster.signedrq``), the only kind a slave runs."""
+    return unit_queue(conn, slave)
 
 
 def unit_job(queue: Queue, job_id: str, index: int, options: Options, description: str,

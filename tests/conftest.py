@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from rqcluster.broker import Broker, free_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The per-user cluster secret of every test process and every node it starts lives in
+    a temporary directory, never in the real home; $RQCLUSTER_SECRET is not inherited."""
+    saved = {k: os.environ.pop(k, None) for k in ("RQCLUSTER_SECRET", "RQCLUSTER_SECRET_DIR")}
+    os.environ["RQCLUSTER_SECRET_DIR"] = str(tmp_path_factory.mktemp("secret"))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

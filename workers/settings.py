@@ -3,7 +3,9 @@
 Reads the cluster config named by $RQCLUSTER_CONFIG (default config/local.json) and the
 slave name from $RQCLUSTER_NODE (default: the node matching this host), and gives RQ the
 Redis URL and this slave's queue. The URL carries the password only in memory.
-A bad config or a name that is not a slave stops the worker with one line, exit 2.
+A bad config, a name that is not a slave, or a worker class other than rqcluster's
+(RQ's default worker would unpickle whatever is pushed onto the queue) stops the worker
+with one line, exit 2.
 """
 
 import os
@@ -13,8 +15,10 @@ from rqcluster import keys
 from rqcluster.config import load_config
 from rqcluster.connection import worker_url
 from rqcluster.errors import RQClusterError
+from rqcluster.signedrq import require_slave_worker
 
 try:
+    require_slave_worker(sys.argv, os.environ)
     CONFIG = load_config(os.environ.get("RQCLUSTER_CONFIG"))
     SLAVE = CONFIG.slave(CONFIG.this_node(os.environ.get("RQCLUSTER_NODE"))).name
     REDIS_URL = worker_url(CONFIG.redis)

@@ -3,24 +3,29 @@
 SimpleWorker runs units in the worker process itself: RQ's forking Worker re-imports
 numpy for every job (4x slower per unit) and would lose the per-job input cache. Units
 are RQ jobs serialized as JSON (job id and unit index only; data stays in rqcluster's
-own keys), so this worker never unpickles RQ job data.
+own keys), so this worker never unpickles RQ job data. That JSON is signed, and the
+job class runs nothing but a validly signed ``run_unit`` (``rqcluster.signedrq``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
 import numpy  # noqa: F401 - imported once here, not once per unit
 import redis
-from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from rqcluster import events, execute, liveness
 from rqcluster.config import load_config
 from rqcluster.connection import connect
+from rqcluster.errors import RQClusterError
+from rqcluster.safety import refuse_unsafe
+from rqcluster.secret import cluster_key
+from rqcluster.signedrq import SignedSerializer, UnitJob
 
 log = logging.getLogger("rqcluster.slave")
 
@@ -29,9 +34,18 @@ class SlaveWorker(SimpleWorker):
     """An rq worker for one rqcluster slave, heartbeating while it lives."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["serializer"] = JSONSerializer
+        kwargs["serializer"] = SignedSerializer
+        kwargs["job_class"] = UnitJob
         super().__init__(*args, **kwargs)
+        for queue in self.queues:  # `rq worker` made these with RQ's defaults
+            queue.job_class, queue.serializer = UnitJob, SignedSerializer
         self.cluster = load_config(os.environ.get("RQCLUSTER_CONFIG"))
+        try:  # no secret or an unsafe Redis: refuse now with one line, not at the first unit
+            cluster_key(self.cluster)
+            refuse_unsafe(self.connection, self.cluster.redis, warn=log.warning)
+        except RQClusterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(e.exit_code)
         self.slave = self.cluster.slave(
             self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
         self.status = liveness.WorkerStatus(self.slave, self.name)

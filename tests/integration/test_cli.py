@@ -247,6 +247,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory, idle_broker: Broker) ->
     objects[:] = [[1, "two"], [None, 4.0]]
     np.save(d / "objects.npy", objects, allow_pickle=True)
     (d / "items.jsonl").write_text("1\n2\n3\n")
+    (d / "A.csv").write_text("1,2\n3,4\n")
+    (d / "lockmod.py").write_text("import threading\nLOCK = threading.Lock()\n\n\n"
+                                  "def guarded(x):\n    with LOCK:\n        return x\n")
     return d
 
 
@@ -261,6 +264,10 @@ BAD_INPUTS: dict[str, tuple[list[str], list[str]]] = {
                               ["no_such_module_q"]),
     "zero-samples": (["enqueue", "montecarlo", "--samples", "0"], ["samples"]),
     "negative-samples": (["enqueue", "montecarlo", "--samples", "-5"], ["samples"]),
+    "absurd-samples": (["enqueue", "montecarlo", "--samples", str(10**30)], ["samples"]),
+    "not-npy": (["enqueue", "matmul", "A.csv", "B.npy"], ["A.csv"]),
+    "unpicklable-function": (["enqueue", "map", "lockmod:guarded", "items.jsonl"],
+                             ["lockmod:guarded", "lock"]),
     "bad-config": (["-c", "bad-config.json", "enqueue", "montecarlo", "--samples", "10"],
                    ["slaves[1].performance", "fast"]),
     "unreachable-redis": (["-c", "unreachable.json", "enqueue", "montecarlo", "--samples",

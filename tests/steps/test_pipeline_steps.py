@@ -335,17 +335,20 @@ def test_a_waiting_client_is_told_when_units_are_done_but_no_combiner_runs(
 
 
 def test_many_units_are_placed_in_batches_and_run_by_real_rq_workers(redis_conn, config):
-    from rq.serializers import JSONSerializer
     from rq.worker import SimpleWorker
+
+    from rqcluster.rqjobs import slave_queue
+    from rqcluster.signedrq import SignedSerializer, UnitJob
 
     params = {"samples": 400 * 50, "seed": 11, "unit_samples": 50}
     job_id = enqueue.submit(redis_conn, "montecarlo", **params)
     Assigner(redis_conn, config, "master").step(timeout=0.1)
     for slave in ("s1", "s2"):
-        queue = Queue(keys.slave_queue(slave), connection=redis_conn, serializer=JSONSerializer)
+        queue = slave_queue(redis_conn, slave)  # signed unit jobs, as a slave reads them
         held = redis_conn.scard(keys.slave_units(slave))
         assert len(queue.job_ids) == 8 < held  # 8 RQ jobs carry the slave's units
-        SimpleWorker([queue], connection=redis_conn, serializer=JSONSerializer).work(burst=True)
+        SimpleWorker([queue], connection=redis_conn, serializer=SignedSerializer,
+                     job_class=UnitJob).work(burst=True)
     drain(redis_conn, config)
     assert get_result(redis_conn, job_id) == estimate_locally(**params)
     assert sum(int(v) for v in redis_conn.hvals(keys.slave_counts(job_id))) == 400

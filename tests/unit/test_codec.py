@@ -366,3 +366,13 @@ def test_decoding_never_unpickles(monkeypatch: pytest.MonkeyPatch) -> None:
         assert_same_array(got[f"a{d}"], value[f"a{d}"])
     with pytest.raises(DecodeError):
         codec.decode(pickle.dumps(np.arange(3)))
+
+
+@pytest.mark.parametrize("dtype", ["|O", "<M8[s]", "|V8", "<U3", "|S4"])
+def test_a_crafted_value_claiming_a_non_numeric_dtype_is_refused_by_name(dtype: str) -> None:
+    """Arrays come back as raw bytes whose dtype must be plain numeric or bool: an object
+    dtype (which numpy would fill with pointers) is refused, never interpreted."""
+    crafted = craft({"v": {codec.ARRAY_TAG: 0}, "a": [[dtype, [2]]]}, b"\0" * 32)
+    with pytest.raises(DecodeError) as info:
+        codec.decode(crafted)
+    assert f"dtype {np.dtype(dtype)} is not supported" in str(info.value)

@@ -16,7 +16,13 @@ import cloudpickle
 import pytest
 
 from rqcluster.errors import InputError, RQClusterError
-from rqcluster.functions import describe, import_function, pack_function, unpack_function
+from rqcluster.functions import (
+    _with_versions,
+    describe,
+    import_function,
+    pack_function,
+    unpack_function,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,7 +229,7 @@ def test_packing_something_not_callable_is_refused(value: object) -> None:
 
 def test_unpacking_something_not_callable_is_refused() -> None:
     with pytest.raises(InputError, match="not callable"):
-        unpack_function(cloudpickle.dumps({"not": "a function"}))
+        unpack_function(_with_versions(cloudpickle.dumps({"not": "a function"})))
 
 
 def test_describe_names_module_and_qualified_name() -> None:
