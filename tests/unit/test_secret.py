@@ -36,7 +36,7 @@ def config(url: str = "redis://127.0.0.1:6390/0", **security: Any) -> ClusterCon
 def own_secret_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(secret.SECRET_DIR_ENV, str(tmp_path / "secret-dir"))
     monkeypatch.delenv(secret.SECRET_ENV, raising=False)
-    secret._cache.clear()
+    secret.forget_cached()
     return tmp_path / "secret-dir"
 
 
@@ -46,7 +46,7 @@ def test_loopback_without_a_secret_makes_a_private_per_user_file_once(
     path = own_secret_dir / secret.FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(key) == 64 and path.read_text().strip().encode() == key
-    secret._cache.clear()
+    secret.forget_cached()
     assert secret.cluster_key(config()) == key
 
 
