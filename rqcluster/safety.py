@@ -5,7 +5,8 @@ by ``check-config``.
 
 - no authentication on a non-loopback address: anyone on the network can write jobs;
 - ``maxmemory-policy`` other than ``noeviction``: Redis may silently drop job keys;
-- append-only persistence off: a Redis restart loses every queued and running job.
+- append-only persistence off: a Redis restart loses every queued and running job;
+  ``appendfsync no``: a crash may lose the last ~30 s of writes.
 
 It reads with ``CONFIG GET`` where allowed and falls back to ``INFO`` (which a
 least-privilege ACL user may have when ``CONFIG`` is denied).
@@ -40,7 +41,20 @@ def check_redis(conn: redis.Redis, settings: RedisSettings) -> list[str]:
     if aof is not None and aof not in ("yes", "1"):
         problems.append("Redis persistence is off (appendonly no): a restart loses every "
                         "job; set appendonly yes")
+    elif _setting_or_none(conn, "appendfsync") == "no":
+        problems.append("Redis appendfsync is no: a crash may lose the last ~30 s of "
+                        "writes; set appendfsync everysec")
     return problems
+
+
+def _setting_or_none(conn: redis.Redis, name: str) -> str | None:
+    """A setting only CONFIG GET tells (None where CONFIG is denied)."""
+    try:
+        value = conn.config_get(name).get(name)
+    except redis.ResponseError:
+        return None
+    return None if value is None else str(value.decode() if isinstance(value, bytes)
+                                          else value)
 
 
 def accepts_anonymous(conn: redis.Redis) -> bool:

@@ -240,6 +240,19 @@ def test_check_redis_names_eviction_no_persistence_and_no_password_off_loopback(
     authed.config_set("requirepass", "")
 
 
+def test_check_redis_names_an_appendfsync_that_may_lose_seconds_of_writes(
+        own_broker: Broker) -> None:
+    conn = redis.Redis.from_url(own_broker.url)
+    here = RedisSettings(url=own_broker.url)
+    conn.config_set("appendfsync", "no")
+    try:
+        problems = check_redis(conn, here)
+        assert len(problems) == 1 and "appendfsync everysec" in problems[0], problems
+    finally:
+        conn.config_set("appendfsync", "everysec")
+    assert check_redis(conn, here) == []
+
+
 def test_nodes_refuse_an_unsafe_redis_unless_allowed_and_check_config_reports_it(
         own_broker: Broker, tmp_path: Path) -> None:
     conn = redis.Redis.from_url(own_broker.url)
