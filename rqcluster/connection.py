@@ -14,7 +14,9 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialBackoff
+from redis.connection import PythonRespSerializer
 from redis.exceptions import BusyLoadingError
 from redis.retry import Retry
 
@@ -24,6 +26,13 @@ from rqcluster.errors import BrokerUnavailable
 # Retries of a patient client: about a minute of backoff (capped at 2 s) inside one
 # command, enough to ride out a broker restart (AOF load included) mid-unit.
 PATIENT_RETRIES = 35
+
+
+# Commands are packed by redis-py's pure-Python serializer, which sends large values and
+# memoryviews as they are; the hiredis packer copies every argument into one bytes object
+# first (a 128 MiB array write measured 0.92 s with it, 0.44 s without, and the writer
+# held the data twice). Replies are still parsed by hiredis.
+_PACKER = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
 
 
 def connection_kwargs(settings: RedisSettings, patient: bool = False) -> dict[str, Any]:
@@ -40,6 +49,7 @@ def connection_kwargs(settings: RedisSettings, patient: bool = False) -> dict[st
     }
     if patient:
         kwargs["retry"] = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=PATIENT_RETRIES)
+    kwargs["command_packer"] = _PACKER
     password = settings.password()
     if password is not None:
         kwargs["password"] = password

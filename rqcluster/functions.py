@@ -12,6 +12,7 @@ with other versions refuses the function with a message naming both instead of c
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -63,6 +64,12 @@ def _is_installed(module: ModuleType) -> bool:
     path = getattr(module, "__file__", None)
     if path is None:
         return True  # built-in or namespace module: present everywhere
+    return _is_installed_path(path)
+
+
+@functools.cache
+def _is_installed_path(path: str) -> bool:
+    """Cached per file: resolving every loaded module's path cost 60-100 ms a submit."""
     resolved = Path(path).resolve()
     return any(root in resolved.parents for root in _INSTALLED)
 
