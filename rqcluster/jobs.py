@@ -7,6 +7,7 @@ Redis client and a job id and never prints.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -68,11 +69,14 @@ def list_jobs(conn: redis.Redis, limit: int = 20) -> list[JobRecord]:
 
 def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
          on_progress: Callable[[JobRecord], None] | None = None,
-         poll: float = 0.05) -> JobRecord:
+         poll: float = 0.005) -> JobRecord:
     """Block until the job ends; JobTimeout after ``timeout`` seconds (the job goes on).
 
-    Polls the job record with a gently growing interval (it is one small HGETALL), and
-    calls ``on_progress`` whenever the record changes.
+    Polls the job record (one small HGETALL) every ``poll`` s while it changes, backing off
+    to POLL_CAP while it does not, and calls ``on_progress`` whenever it changes. Once every
+    unit is in, only the combine is left (milliseconds), so the interval drops back to
+    ``poll``: a short job's answer is not held up by the back-off (a fixed 50 ms poll
+    added 25 ms on average to every job).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last: JobRecord | None = None
@@ -98,7 +102,10 @@ def wait(conn: redis.Redis, job_id: str, timeout: float | None = None,
         pause = interval if deadline is None else min(interval, max(0.0, deadline -
                                                                      time.monotonic()))
         time.sleep(pause)
-        interval = min(interval * 1.5, 0.1)
+        interval = poll if record.remaining == 0 else min(interval * 1.5, POLL_CAP)
+
+
+POLL_CAP = 0.1
 
 
 # A job whose record has not changed this long gets its masters checked, so a client
@@ -150,8 +157,9 @@ class ArrayFile:
     shape: tuple[int, ...]
 
 
-# Partials of a stacked result fetched per round trip: bounds the reader's memory.
-STACK_BATCH = 4
+# Bytes of a stacked result's blocks fetched per round trip (at least one block): bounds
+# the reader's memory to the output plus about this much.
+STACK_BATCH_BYTES = 64 * 2**20
 
 
 def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | None = None
@@ -179,9 +187,11 @@ def _stacked_blocks(conn: redis.Redis, job_id: str, meta: dict[str, Any],
                     dtype: np.dtype[Any], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """The row blocks of a stacked result in unit order, checked against its layout."""
     units = int(meta["units"])
+    per_block = dtype.itemsize * math.prod(shape) / max(1, units)
+    step = max(1, int(STACK_BATCH_BYTES // max(1.0, per_block)))
     rows = 0
-    for start in range(0, units, STACK_BATCH):
-        batch = [str(i) for i in range(start, min(start + STACK_BATCH, units))]
+    for start in range(0, units, step):
+        batch = [str(i) for i in range(start, min(start + step, units))]
         raws = conn.hmget(keys.partials(job_id), batch)
         for unit, raw in zip(batch, raws, strict=True):
             if raw is None:
