@@ -28,6 +28,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated subset of: rqcluster, numpy, python, dask, rq, celery")
     p.add_argument("--memory-n", type=int, default=None,
                    help="matmul size of the memory study (default 8192; 512 with --quick)")
+    p.add_argument("--scale-max", type=int, default=10_000,
+                   help="largest job of the scale study, in units (default 10,000; 100,000 "
+                        "takes minutes)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                    help="directory for results.json, results.md, time_vs_size.png")
     return p.parse_args(argv)
@@ -70,7 +73,8 @@ def main(argv: list[str]) -> int:
     verdicts = report.evaluate(results)
     payload.update({"results": [m.to_dict() for m in results], "targets": verdicts,
                     "skipped": ctx.notes, "seconds": time.time() - started})
-    text = [report.table(results, titles), "", report.targets_table(verdicts)]
+    text = [report.table(results, titles), "", report.targets_table(verdicts)] if results \
+        else []
     for name in STUDIES:
         if name in payload and payload[name].get("markdown"):
             text += ["", payload[name]["markdown"]]
@@ -83,7 +87,7 @@ def main(argv: list[str]) -> int:
     png = report.plot(results, titles, {w.NAME: w.SIZE for w in ALL.values()},
                       args.out / "time_vs_size.png")
     print(f"\nwrote {args.out / 'results.json'}, {args.out / 'results.md'}"
-          + (f", {png}" if png else " (no plot: matplotlib not installed)"))
+          + (f", {png}" if png else " (no plot)" if results else ""))
     return 0
 
 

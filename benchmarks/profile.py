@@ -106,11 +106,11 @@ def run(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
                 env=child_env(), start_new_session=True, preexec_fn=die_with_parent))
         api = Cluster(config)
         conn = api.conn
-        liveness.beat(conn, SLAVE, 3600)
         prof = workdir / "slave.prof"
         result: dict[str, Any] = {"units": units}
 
         def placed_job(seed: int) -> tuple[Any, dict[str, int]]:
+            liveness.beat(conn, SLAVE, 3600)  # a slave that stops deletes its heartbeat
             before = _stats(conn)
             job = api.submit("montecarlo", samples=units, unit_samples=1, seed=seed)
             while job.status().record.state.value != "running":
@@ -119,8 +119,9 @@ def run(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
         def slave(arg: str) -> float:
             out = subprocess.run([sys.executable, "-c", WORKER, str(config_path), SLAVE, arg],
-                                 capture_output=True, text=True, env=child_env(),
-                                 cwd=workdir)
+                                 capture_output=True, text=True, cwd=workdir,
+                                 env=child_env(RQCLUSTER_CONFIG=str(config_path),
+                                               RQCLUSTER_NODE=SLAVE))
             return _seconds(out.stdout + out.stderr)
 
         job, _ = placed_job(1)

@@ -23,7 +23,8 @@ def _used(conn: Any) -> int:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
-    sizes = [100, 300] if args.quick else [100, 1000, 10_000, 100_000]
+    sizes = [100, 300] if args.quick else \
+        [u for u in (100, 1000, 10_000, 100_000) if u <= args.scale_max]
     system = RqclusterSystem(ctx.workdir / "scale", slaves=2, options={"result-ttl": TTL})
     system.start()
     rows = []
