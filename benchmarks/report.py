@@ -142,6 +142,11 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
+# One colour per system in every panel.
+COLORS = {"rqcluster": "tab:blue", "numpy": "tab:gray", "python": "tab:gray",
+          "dask": "tab:orange", "rq": "tab:red", "celery": "tab:green"}
+
+
 def plot(results: list[Measurement], titles: dict[str, str], sizes: dict[str, str],
          path: Path) -> Path | None:
     """Time vs work size, one panel per workload, one line per system (log-log)."""
@@ -161,7 +166,8 @@ def plot(results: list[Measurement], titles: dict[str, str], sizes: dict[str, st
             pts = sorted((m.size, m.median) for m in results
                          if m.workload == w and m.system == system and m.median is not None)
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=system)
+                ax.plot(*zip(*pts, strict=True), marker="o", label=system,
+                        color=COLORS.get(system))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(titles.get(w, w), fontsize=9)
