@@ -8,4 +8,4 @@ test:
 	python3 dev.py test
 
 lint:
-	.venv/bin/pip install -q -e ".[test,dev]" && .venv/bin/ruff check rqcluster workers tests && .venv/bin/mypy rqcluster workers
+	.venv/bin/pip install -q -e ".[test,dev]" && .venv/bin/ruff check rqcluster workers tests benchmarks && .venv/bin/mypy rqcluster workers benchmarks

@@ -59,8 +59,9 @@ def run(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         system.stop()
     ok = _spot_check(d, n)
-    rows = [{"process": "client (rqcluster enqueue ... -o C.npy)", "peak": client_peak,
-             "anon": client_anon, "holds": array, "what": "largest array (C, or A / B)"}]
+    rows: list[dict[str, Any]] = [
+        {"process": "client (rqcluster enqueue ... -o C.npy)", "peak": client_peak,
+         "anon": client_anon, "holds": array, "what": "largest array (C, or A / B)"}]
     for name, f in peaks.items():
         holds, what = (3 * array, "A + B + C") if name == "redis-server" else \
             (array, "B (whole, for the job)") if name.startswith("s") else (array, "-")

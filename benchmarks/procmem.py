@@ -12,7 +12,7 @@ MiB = 2**20
 
 def status_fields(pid: int) -> dict[str, int]:
     """The memory lines of /proc/PID/status, in bytes (VmHWM, VmRSS, RssAnon, RssFile)."""
-    out = {}
+    out: dict[str, int] = {}
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:

@@ -46,7 +46,7 @@ def run(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"units": units, "seconds": took, "us per unit": took / units * 1e6,
                          "used before": before, "used when done": done,
                          "used after expiry": after, "keys after expiry": conn.dbsize(),
-                         "leftover keys": sorted(k.decode() for k in conn.keys("rqc:*"))[:10]})
+                         "leftover keys": sorted(str(k) for k in conn.keys("rqc:*"))[:10]})
             print(f"  {units:>7,} units: {took:7.2f} s, {took / units * 1e6:7.0f} us/unit; "
                   f"used_memory {before:,} -> {done:,} -> {after:,} B, {conn.dbsize()} keys")
     finally:
