@@ -103,6 +103,7 @@ class Options:
     heartbeat_ttl: float = 10.0    # a slave is dead this long after its last heartbeat
     result_ttl: int = 7 * 86400    # seconds a finished job's record and result are kept
     units_per_slave: int = 4       # granularity: units per slave of average performance
+    memory_budget: int = 2048      # MiB of operands one unit may need (matmul tiles beyond)
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def _redis(raw: Any, base_dir: Path) -> RedisSettings:
 
 def _options(raw: Any) -> Options:
     spec = {"unit-timeout": (int, 1), "heartbeat-ttl": (float, 1), "result-ttl": (int, 1),
-            "units-per-slave": (int, 1)}
+            "units-per-slave": (int, 1), "memory-budget": (int, 1)}
     doc = _mapping(raw, "options", required=set(), optional=set(spec) | {"$comment"})
     values: dict[str, Any] = {}
     for key, (kind, minimum) in spec.items():
