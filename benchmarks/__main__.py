@@ -28,6 +28,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="comma-separated subset of: rqcluster, numpy, python, dask, rq, celery")
     p.add_argument("--memory-n", type=int, default=None,
                    help="matmul size of the memory study (default 8192; 512 with --quick)")
+    p.add_argument("--memory-budget", type=int, default=None, metavar="MiB",
+                   help="the memory study's cluster memory-budget (default: the config's "
+                        "default; below 2x B's size, B is multiplied as 2-D tiles)")
     p.add_argument("--scale-max", type=int, default=10_000,
                    help="largest job of the scale study, in units (default 10,000; 100,000 "
                         "takes minutes)")
