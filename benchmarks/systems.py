@@ -256,4 +256,4 @@ class CelerySystem(_RedisBackedPeer):
         """Send every call (task name, args) as one group; wait for all results, in order."""
         from celery import group
         result = group(self.app.signature(name, args=args) for name, args in calls)
-        return list(result.apply_async().get(timeout=3600))
+        return list(result.apply_async().get(timeout=3600, interval=0.005))
