@@ -104,6 +104,7 @@ class Options:
     result_ttl: int = 7 * 86400    # seconds a finished job's record and result are kept
     units_per_slave: int = 4       # granularity: units per slave of average performance
     max_attempts: int = 3          # a unit whose worker died this often fails its job
+    memory_budget: int = 2048      # MiB of operands one unit may need (matmul tiles beyond)
 
 
 # Largest job (inputs) accepted in one submission unless the config says otherwise.
@@ -369,7 +370,7 @@ def _redis(raw: Any, base_dir: Path) -> RedisSettings:
 
 def _options(raw: Any) -> Options:
     spec = {"unit-timeout": (int, 1), "heartbeat-ttl": (float, 1), "result-ttl": (int, 1),
-            "units-per-slave": (int, 1), "max-attempts": (int, 1)}
+            "units-per-slave": (int, 1), "max-attempts": (int, 1), "memory-budget": (int, 1)}
     doc = _mapping(raw, "options", required=set(), optional=set(spec) | {"$comment"})
     values: dict[str, Any] = {}
     for key, (kind, minimum) in spec.items():

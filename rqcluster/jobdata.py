@@ -2,7 +2,8 @@
 
 Whole arrays and functions are cached per process for the job (so B of a matmul is
 fetched once per slave, not once per unit); row ranges are read fresh, since each unit
-wants different rows.
+wants different rows. At most one whole array per job is kept: a tiled matmul's slave
+moves from one panel of B to the next and must not hold them all.
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ class JobInputs:
     def array(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
         base = keys.job_input(self.job_id, name)
         if rows is None:
-            return _cached((self.job_id, "array", name),  # type: ignore[no-any-return]
+            key = (self.job_id, "array", name)
+            if key not in _cache:
+                for other in [k for k in _cache if k[:2] == key[:2]]:
+                    del _cache[other]  # dropped before the next one is fetched
+            return _cached(key,  # type: ignore[no-any-return]
                            lambda: self._counted(name, store.get_array(self.conn, base)))
         return store.get_array(self.conn, base, rows=rows)
 

@@ -7,6 +7,7 @@ Redis client and a job id and never prints.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import redis
 
 from rqcluster import codec, events, keys, liveness, store
 from rqcluster.errors import DecodeError, InputError, JobFailed, JobTimeout, NoSuchJob
+from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
 from rqcluster.scripts import END_JOB
@@ -152,8 +154,9 @@ class ArrayFile:
     shape: tuple[int, ...]
 
 
-# Partials of a stacked result fetched per round trip: bounds the reader's memory.
-STACK_BATCH = 4
+# Bytes of a stacked result's blocks fetched per round trip (at least one block): bounds
+# the reader's memory to the output plus about this much.
+STACK_BATCH_BYTES = 64 * 2**20
 
 
 def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | None = None
@@ -162,12 +165,14 @@ def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | Non
 
     With ``out``, an array result is written to that .npy file instead (a stacked result
     block by block, never whole in memory) and an ``ArrayFile`` is returned."""
-    raise_for_state(get_record(conn, job_id))
+    record = get_record(conn, job_id)
+    raise_for_state(record)
     base = keys.job_result(job_id)
     meta = store.read_meta(conn, base)
     if meta["type"] == "stack":
         dtype, shape = np.dtype(meta["dtype"]), tuple(meta["shape"])
-        blocks = _stacked_blocks(conn, job_id, meta, dtype, shape)
+        groups = get_kind(record.kind).stack_groups(record.params, int(meta["units"]))
+        blocks = _stacked_blocks(conn, job_id, groups, dtype, shape)
         if out is not None:
             return ArrayFile(save_npy_blocks(out, dtype, shape, blocks), dtype, shape)
         return fill_rows(np.empty(shape, dtype=dtype), blocks)
@@ -177,22 +182,34 @@ def get_result(conn: redis.Redis, job_id: str, out: str | os.PathLike[str] | Non
     return value
 
 
-def _stacked_blocks(conn: redis.Redis, job_id: str, meta: dict[str, Any],
+def _stacked_blocks(conn: redis.Redis, job_id: str, groups: list[list[int]],
                     dtype: np.dtype[Any], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """The row blocks of a stacked result in unit order, checked against its layout."""
-    units = int(meta["units"])
+    """The row blocks of a stacked result in order, each its group's partials side by side
+    (one partial, or the tiles of a tiled matmul), checked against the result's layout."""
+    per_group = dtype.itemsize * math.prod(shape) / max(1, len(groups))
+    step = max(1, int(STACK_BATCH_BYTES // max(1.0, per_group)))
     rows = 0
-    for start in range(0, units, STACK_BATCH):
-        batch = [str(i) for i in range(start, min(start + STACK_BATCH, units))]
-        raws = conn.hmget(keys.partials(job_id), batch)
-        for unit, raw in zip(batch, raws, strict=True):
-            if raw is None:
-                raise NoSuchJob(f"job {job_id}: block {unit} of its result is gone (expired?)")
-            block = codec.decode(raw)
-            if not isinstance(block, np.ndarray) or block.dtype != dtype \
-                    or block.shape[1:] != shape[1:]:
-                raise DecodeError(f"job {job_id}: block {unit} does not fit a {dtype} "
-                                  f"result of shape {shape}")
+    for start in range(0, len(groups), step):
+        batch = groups[start:start + step]
+        names = [str(u) for g in batch for u in g]
+        raws = iter(conn.hmget(keys.partials(job_id), names))
+        for group in batch:
+            tiles = []
+            for unit in group:
+                raw = next(raws)
+                if raw is None:
+                    raise NoSuchJob(f"job {job_id}: block {unit} of its result is gone "
+                                    "(expired?)")
+                tile = codec.decode(raw)
+                if not isinstance(tile, np.ndarray) or tile.dtype != dtype \
+                        or tile.ndim != len(shape):
+                    raise DecodeError(f"job {job_id}: block {unit} does not fit a {dtype} "
+                                      f"result of shape {shape}")
+                tiles.append(tile)
+            block = tiles[0] if len(tiles) == 1 else np.hstack(tiles)
+            if block.shape[1:] != shape[1:]:
+                raise DecodeError(f"job {job_id}: row block of units {group} has shape "
+                                  f"{block.shape}, not rows of {shape}")
             rows += len(block)
             yield block
     if rows != shape[0]:

@@ -87,15 +87,28 @@ def fill_rows(out: np.ndarray, blocks: Iterable[np.ndarray]) -> np.ndarray:
 def save_npy_blocks(path: str | os.PathLike[str], dtype: np.dtype[Any], shape: tuple[int, ...],
                     blocks: Iterable[np.ndarray]) -> Path:
     """Write an array given as consecutive row blocks straight into a .npy file, so the
-    whole array is never in memory; atomic like ``save_npy``."""
+    whole array is never in memory; atomic like ``save_npy``.
+
+    Blocks are appended with plain writes, not through a memory map: the dirty pages of a
+    mapped output would count in this process's memory until the kernel writes them."""
     p = check_output(path)
+    dtype = np.dtype(dtype)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    os.close(fd)
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        fill_rows(out, blocks)
-        out.flush()
-        del out
+        with os.fdopen(fd, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                      "shape": tuple(shape)}
+            # Numeric dtypes and at most 64 dimensions: always fits format 1.0's header.
+            np.lib.format.write_array_header_1_0(f, header)
+            row = 0
+            for block in blocks:
+                if block.shape[1:] != tuple(shape[1:]) or row + len(block) > shape[0]:
+                    raise InputError(f"a row block of shape {block.shape} does not fit an "
+                                     f"array of shape {tuple(shape)} at row {row}")
+                f.write(np.ascontiguousarray(block, dtype=dtype).data)
+                row += len(block)
+            if row != shape[0]:
+                raise InputError(f"row blocks hold {row} rows, expected {shape[0]}")
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

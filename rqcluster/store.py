@@ -27,6 +27,10 @@ from rqcluster.errors import DecodeError, InputError, NoSuchJob
 
 # 4 MiB: measured fastest to write and read here (one 32 MiB SET is 3x slower).
 CHUNK_BYTES = 4 * 1024 * 1024
+# An array is read in pipelines of at most this many bytes, each copied straight into the
+# result: a reader holds the array plus one batch, not the array twice (a pipeline's
+# replies all live until it returns, and joining them would copy them again).
+READ_BATCH_BYTES = 64 * 1024 * 1024
 
 
 def put_array(pipe: Any, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,
@@ -100,17 +104,44 @@ def _read_range(conn: redis.Redis, base: str, meta: dict[str, Any], start: int,
     return data
 
 
+def _read_into(conn: redis.Redis, base: str, meta: dict[str, Any], start: int,
+               out: memoryview) -> None:
+    """Fill ``out`` with bytes [start, start + len(out)) of a stored object, in pipelined
+    batches of at most READ_BATCH_BYTES, each piece copied into place as it arrives."""
+    stop = start + len(out)
+    if stop <= start:
+        return
+    chunk = meta["chunk"]
+    first, last = start // chunk, (stop - 1) // chunk
+    per_batch = max(1, READ_BATCH_BYTES // chunk)
+    filled = 0
+    for batch in range(first, last + 1, per_batch):
+        pipe = conn.pipeline(transaction=False)
+        for i in range(batch, min(batch + per_batch, last + 1)):
+            pipe.getrange(f"{base}:{i}", max(start - i * chunk, 0),
+                          min(stop - i * chunk, chunk) - 1)
+        for piece in pipe.execute():
+            if filled + len(piece) > len(out):
+                break
+            out[filled:filled + len(piece)] = piece
+            filled += len(piece)
+    if filled != len(out):
+        raise DecodeError(f"{base}: expected {len(out)} bytes, found {filled} "
+                          "(a chunk is missing)")
+
+
 def get_array(conn: redis.Redis, base: str, rows: tuple[int, int] | None = None,
               meta: dict[str, Any] | None = None) -> np.ndarray:
-    """The stored array, or only rows [rows[0], rows[1]) of it (read-only view)."""
+    """The stored array, or only rows [rows[0], rows[1]) of it (a new array)."""
     meta = meta or read_meta(conn, base)
     dtype, shape = _array_layout(base, meta)
     row_bytes = dtype.itemsize * math.prod(shape[1:])
     lo, hi = (0, shape[0]) if rows is None else rows
     if not 0 <= lo <= hi <= shape[0]:
         raise ValueError(f"rows {lo}:{hi} out of range for {shape[0]} rows")
-    data = _read_range(conn, base, meta, lo * row_bytes, hi * row_bytes)
-    return np.frombuffer(data, dtype=dtype).reshape([hi - lo, *shape[1:]])
+    arr = np.empty([hi - lo, *shape[1:]], dtype=dtype)
+    _read_into(conn, base, meta, lo * row_bytes, bytes_view(arr))
+    return arr
 
 
 def _array_layout(base: str, meta: dict[str, Any]) -> tuple[np.dtype[Any], list[int]]:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from rqcluster.config import Options
 from rqcluster.errors import InputError
 
 
@@ -100,6 +101,16 @@ class Kind:
     def result_layout(self, params: Mapping[str, Any]) -> tuple[np.dtype[Any], tuple[int, ...]]:
         """Dtype and shape of a stacked result (only for ``stacked`` kinds)."""
         raise NotImplementedError
+
+    def defaults(self, options: Options) -> dict[str, Any]:
+        """Parameters this kind takes from the cluster's options when the submitter does not
+        give them (the API fills them in; e.g. matmul's ``memory_budget``)."""
+        return {}
+
+    def stack_groups(self, params: Mapping[str, Any], units: int) -> list[list[int]]:
+        """For a stacked kind: the units that make each row block of the result, in row
+        order, each group's partials side by side (default: one unit per row block)."""
+        return [[i] for i in range(units)]
 
     def check_params(self, params: Mapping[str, Any], required: tuple[str, ...],
                      optional: tuple[str, ...] = ()) -> None:

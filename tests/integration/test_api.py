@@ -69,6 +69,24 @@ def test_submit_matmul_with_paths_and_out_returns_the_path_of_the_written_file(
     np.testing.assert_array_equal(np.load(out), a @ b)
 
 
+@pytest.mark.parametrize("to_file", [False, True], ids=["array", "out-file"])
+def test_matmul_over_the_memory_budget_runs_as_tiles_and_equals_numpy_exactly(
+        api: Cluster, tmp_path: Path, to_file: bool) -> None:
+    rng = np.random.default_rng(77)
+    a = rng.integers(-2**20, 2**20, size=(70, 40), dtype=np.int64)
+    b = rng.integers(-2**20, 2**20, size=(40, 33), dtype=np.int64)  # 10,560 bytes
+    out = tmp_path / "C.npy" if to_file else None
+
+    job = api.submit("matmul", a=a, b=b, memory_budget=2000, out=out)  # panels of 3 columns
+    got = job.result(timeout=TIMEOUT)
+
+    c = np.load(got) if to_file else got
+    assert c.dtype == np.int64
+    np.testing.assert_array_equal(c, a @ b)
+    record = job.status().record
+    assert len(record.params["panels"]) == 11 and record.total % 11 == 0
+
+
 def test_a_finished_job_reports_done_full_progress_and_cannot_be_cancelled(
         api: Cluster, ab: tuple[np.ndarray, np.ndarray]) -> None:
     a, b = ab

@@ -240,3 +240,23 @@ def test_an_array_meta_record_that_is_corrupt_is_a_decode_error(conn: fakeredis.
     conn.set("a:0", b"\x00" * 8)
     with pytest.raises(DecodeError):
         store.get_array(conn, "a")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 20, 1 << 20])
+def test_arrays_read_in_pipelined_batches_equal_the_stored_array(
+        conn: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    arr = np.arange(600, dtype=np.int64).reshape(40, 15)
+    store.put_array(conn, "a", arr, chunk=56)  # 87 chunks; batches of 1 to all of them
+    monkeypatch.setattr(store, "READ_BATCH_BYTES", batch)
+    np.testing.assert_array_equal(store.get_array(conn, "a"), arr)
+    for lo, hi in [(0, 1), (3, 17), (11, 40), (39, 40)]:
+        np.testing.assert_array_equal(store.get_array(conn, "a", rows=(lo, hi)), arr[lo:hi])
+
+
+def test_a_chunk_missing_in_an_early_batch_is_a_decode_error(
+        conn: fakeredis.FakeRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put_array(conn, "a", np.arange(600, dtype=np.int64).reshape(40, 15), chunk=56)
+    monkeypatch.setattr(store, "READ_BATCH_BYTES", 112)
+    conn.delete("a:3")
+    with pytest.raises(DecodeError, match="missing"):
+        store.get_array(conn, "a")
