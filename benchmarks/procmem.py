@@ -24,6 +24,17 @@ def status_fields(pid: int) -> dict[str, int]:
     return out
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a live process (a slave node's `rq worker`)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 def run_measured(cmd: list[str], env: dict[str, str], cwd: Path | None = None,
                  poll: float = 0.02) -> tuple[int, int, int, str]:
     """Run a command to the end; (exit status, peak RSS bytes from the kernel's ru_maxrss,

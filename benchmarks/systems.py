@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from benchmarks.procmem import children
 from rqcluster.api import Cluster
 from rqcluster.broker import Broker, die_with_parent, free_port
 from rqcluster.config import load_config
@@ -105,9 +106,13 @@ class RqclusterSystem:
         return self.api.conn
 
     def pids(self) -> dict[str, int]:
-        """Every process of the cluster by role: broker, master, slaves."""
+        """Every process of the cluster by role: broker, master, slaves; a slave node's
+        `rq worker` (the process that runs units, a child of the node) as "NAME worker"."""
         out = {"redis-server": self.local.broker.pid or 0}
-        out.update({name: p.pid for name, p in self.local.procs.items()})
+        for name, p in self.local.procs.items():
+            out[name] = p.pid
+            for child in children(p.pid):
+                out[f"{name} worker"] = child
         return out
 
     def stop(self) -> None:

@@ -75,7 +75,9 @@ def _size(n: int) -> str:
 
 
 def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str:
-    """Write a validated job in one transaction; returns its id. Functions are sealed
+    """Write a validated job in one transaction; returns its id. Big arrays are staged
+    first (chunks with a TTL, read from their file a batch at a time) and made permanent
+    by the same transaction, so a job appears whole or not at all. Functions are sealed
     with ``key`` (default: the secret of the config this process loaded), bound to this
     job and input, before they go; no secret, nothing written."""
     key = key or cluster_key()
@@ -84,10 +86,15 @@ def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str
     record = JobRecord(id=job_id, kind=job.kind, state=JobState.SUBMITTED,
                        params=job.prepared.params, description=job.description,
                        submitted=now, inputs=tuple(job.prepared.inputs))
+    staged = {name: store.stage_array(conn, keys.job_input(job_id, name), value)
+              for name, value in job.prepared.inputs.items()
+              if isinstance(value, np.ndarray) and value.nbytes > store.STAGE_ABOVE_BYTES}
     pipe = conn.pipeline(transaction=True)
     for name, value in job.prepared.inputs.items():
         base = keys.job_input(job_id, name)
-        if isinstance(value, np.ndarray):
+        if name in staged:
+            staged[name](pipe)
+        elif isinstance(value, np.ndarray):
             store.put_array(pipe, base, value)
         elif isinstance(value, Items):
             store.put_items(pipe, base, value.lines, fmt=value.format)

@@ -41,6 +41,56 @@ def put_array(pipe: Any, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,
     _put_bytes(pipe, base, bytes_view(arr), chunk, meta, ttl)
 
 
+# Arrays bigger than this are staged (``stage_array``) rather than queued on the job's
+# transaction, which would hold every chunk in the submitter's memory until it is sent.
+STAGE_ABOVE_BYTES = 64 * 1024 * 1024
+# Staged chunks live this long unless the job's transaction keeps them (a submitter that
+# dies half-way leaves nothing behind for good).
+STAGE_TTL = 3600
+
+
+def stage_array(conn: redis.Redis, base: str, arr: np.ndarray, chunk: int = CHUNK_BYTES,
+                batch: int = READ_BATCH_BYTES, ttl: int = STAGE_TTL) -> Any:
+    """Write ``arr``'s chunks now, ~``batch`` bytes per round trip, each with a TTL; return
+    a function that queues, on the job's transaction, the meta record and the PERSIST of
+    every chunk (so the array appears whole with the job, or expires without it).
+
+    An array memory-mapped from a .npy file is read with plain reads, a chunk at a time:
+    the submitter holds about one batch, not the file's pages."""
+    arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    nbytes = arr.nbytes
+    n = math.ceil(nbytes / chunk)
+    read = _chunk_reader(arr)
+    per_trip = max(1, batch // chunk)
+    for first in range(0, n, per_trip):
+        pipe = conn.pipeline(transaction=False)
+        for i in range(first, min(n, first + per_trip)):
+            pipe.set(f"{base}:{i}", read(i * chunk, min(nbytes, (i + 1) * chunk)), ex=ttl)
+        pipe.execute()
+    meta = {"type": "array", "dtype": arr.dtype.str, "shape": list(arr.shape),
+            "nbytes": nbytes, "chunk": chunk, "chunks": n}
+
+    def commit(tx: Any) -> None:
+        tx.set(base, json.dumps(meta))
+        for i in range(n):
+            tx.persist(f"{base}:{i}")
+    return commit
+
+
+def _chunk_reader(arr: np.ndarray) -> Any:
+    filename = getattr(arr, "filename", None)
+    if isinstance(arr, np.memmap) and filename is not None and arr.flags.c_contiguous:
+        offset = int(arr.offset)
+
+        def from_file(start: int, stop: int) -> bytes:
+            with open(filename, "rb") as f:
+                f.seek(offset + start)
+                return f.read(stop - start)
+        return from_file
+    view = bytes_view(arr)
+    return lambda start, stop: view[start:stop]
+
+
 def put_blob(pipe: Any, base: str, data: bytes | memoryview, chunk: int = CHUNK_BYTES,
              ttl: int | None = None) -> None:
     """Queue the writes that store opaque bytes under ``base``."""

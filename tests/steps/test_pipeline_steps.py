@@ -381,3 +381,20 @@ def test_the_job_index_drops_jobs_whose_records_expired(redis_conn, config):
     redis_conn.zadd(keys.JOBS_INDEX, {old: 1.0})
     assert jobs.prune_index(redis_conn, older_than=1000.0) == 1
     assert redis_conn.zrange(keys.JOBS_INDEX, 0, -1) == [new.encode()]
+
+
+def test_a_big_array_from_a_file_is_staged_and_the_job_still_matches_numpy(
+        redis_conn, config, tmp_path, monkeypatch):
+    from rqcluster import store
+    monkeypatch.setattr(store, "STAGE_ABOVE_BYTES", 1000)  # stage everything over 1 kB
+    a = np.arange(300 * 40, dtype=np.int64).reshape(300, 40) - 77
+    b = np.arange(40 * 9, dtype=np.int64).reshape(40, 9) * 5
+    np.save(tmp_path / "A.npy", a)
+    np.save(tmp_path / "B.npy", b)
+    job_id = enqueue.submit(redis_conn, "matmul", a=str(tmp_path / "A.npy"),
+                            b=str(tmp_path / "B.npy"))
+    assert all(redis_conn.ttl(k) == -1 for k in redis_conn.keys(f"rqc:job:{{{job_id}}}:input:*"))
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    run_all(redis_conn, job_id)
+    drain(redis_conn, config)
+    np.testing.assert_array_equal(get_result(redis_conn, job_id), a @ b)

@@ -260,3 +260,27 @@ def test_a_chunk_missing_in_an_early_batch_is_a_decode_error(
     conn.delete("a:3")
     with pytest.raises(DecodeError, match="missing"):
         store.get_array(conn, "a")
+
+
+def test_a_staged_array_is_readable_only_once_committed_and_then_kept(conn, tmp_path):
+    a = np.arange(3000 * 7, dtype=np.int64).reshape(3000, 7)
+    np.save(tmp_path / "a.npy", a)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    commit = store.stage_array(conn, "x", mapped, chunk=4096, batch=3 * 4096, ttl=60)
+    assert conn.get("x") is None  # no meta yet: not an array until the job commits
+    assert 0 < conn.ttl("x:0") <= 60
+    tx = conn.pipeline(transaction=True)
+    commit(tx)
+    tx.execute()
+    np.testing.assert_array_equal(store.get_array(conn, "x"), a)
+    np.testing.assert_array_equal(store.get_array(conn, "x", rows=(100, 205)), a[100:205])
+    assert conn.ttl("x:0") == -1 and conn.ttl("x") == -1
+
+
+def test_staging_an_array_in_memory_works_the_same(conn):
+    a = np.linspace(0, 1, 5000).reshape(50, 100)
+    commit = store.stage_array(conn, "y", a, chunk=1000)
+    tx = conn.pipeline(transaction=True)
+    commit(tx)
+    tx.execute()
+    np.testing.assert_array_equal(store.get_array(conn, "y"), a)
