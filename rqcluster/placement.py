@@ -76,18 +76,18 @@ def bounds(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-# A slave's units travel in at least this many RQ jobs (so a dead or slow slave's work
-# still comes back in pieces) and at most MAX_BATCH units per RQ job: RQ's bookkeeping
-# costs ~10 round trips per job, which tiny units would otherwise pay one by one.
-BATCHES_PER_SLAVE = 8
+# A slave's units of a job travel in this many RQ jobs (one if it has a single unit),
+# at most MAX_BATCH units each: RQ's bookkeeping costs ~30 round trips per RQ job, which
+# tiny units would otherwise pay one by one. Units are still started, tracked, moved and
+# completed one at a time, so a batch never hides a unit from the reaper (or a thief).
+BATCHES_PER_SLAVE = 2
 MAX_BATCH = 64
 
 
 def batches(units: list[int], per_slave: int = BATCHES_PER_SLAVE,
             most: int = MAX_BATCH) -> list[list[int]]:
-    """Cut one slave's units (in order) into the RQ jobs that carry them: one unit each
-    for a few units, never more than ``most`` together, else ``per_slave`` near-equal
-    runs."""
+    """Cut one slave's units (in order) into the RQ jobs that carry them: ``per_slave``
+    near-equal runs, never more than ``most`` units together."""
     if not units:
         return []
     size = min(most, max(1, math.ceil(len(units) / per_slave)))

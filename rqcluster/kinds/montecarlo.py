@@ -23,7 +23,7 @@ from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
 DEFAULT_UNIT_SAMPLES = 1 << 22        # ~4.2 M points, ~30 ms of one core per unit
 MAX_SAMPLES = 10**13                   # days of work on any cluster rqcluster targets
 MAX_UNITS = 100_000                    # each unit is an RQ job (~1 KB in Redis while queued)
-DRAW = 1 << 20                         # points drawn per numpy call: bounds unit memory
+DRAW = 1 << 16                         # points per numpy call: x and y stay in L2 (1 MiB)
 
 
 def _count(name: str, value: Any, minimum: int, maximum: int) -> int:

@@ -325,7 +325,7 @@ def test_duplicate_and_foreign_results_in_the_stream_are_ignored_and_logged(make
 
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_slave_killed_mid_batch_loses_no_unit_of_the_batch(make_cluster, restart):
-    """Tiny units travel 25 to an RQ job: the rest of a batch whose worker died is neither
+    """Tiny units travel up to 64 to an RQ job: the rest of a batch whose worker died is neither
     queued nor running; the reaper still finds it (dead slave, or idle slave once back)."""
     c = three_slaves(make_cluster)
     params = {"samples": 600 * 2**16, "seed": 17, "unit_samples": 2**16}

@@ -175,15 +175,18 @@ def test_matmul_splits_into_several_units_per_slave() -> None:
         {"a": 4, "b": 4, "c": 4}
 
 
-def test_a_few_units_travel_one_per_rq_job():
-    assert batches([4, 5, 6]) == [[4], [5], [6]]
+def test_a_slave_s_units_travel_in_two_rq_jobs_or_one_for_a_single_unit():
+    assert batches([7]) == [[7]]
+    assert batches([4, 5, 6]) == [[4, 5], [6]]
+    assert batches(list(range(10))) == [list(range(5)), list(range(5, 10))]
 
 
-def test_many_units_travel_in_near_equal_batches_of_at_most_the_cap():
-    assert batches(list(range(20))) == [list(range(i, min(i + 3, 20))) for i in range(0, 20, 3)]
+def test_many_units_travel_in_batches_of_at_most_the_cap():
     big = batches(list(range(10_000)))
     assert {len(b) for b in big} == {64, 10_000 % 64}
     assert [u for b in big for u in b] == list(range(10_000))
+    assert batches(list(range(40)), per_slave=8) == [list(range(i, i + 5))
+                                                     for i in range(0, 40, 5)]
 
 
 def test_no_units_make_no_batches():
