@@ -25,7 +25,6 @@ from rqcluster import enqueue, jobs
 from rqcluster.config import ClusterConfig, load_config
 from rqcluster.connection import connect
 from rqcluster.jobs import JobStatus
-from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord
 from rqcluster.npyfile import check_output
 from rqcluster.secret import cluster_key
@@ -58,8 +57,7 @@ class Cluster:
         return the path instead of the array."""
         if out is not None:
             check_output(out, "out")
-        params = {**get_kind(kind).defaults(self.config.options), **params}
-        job = enqueue.validate(kind, **params)
+        job = enqueue.validate(kind, self.config, **params)
         job_id = enqueue.write(self.conn, job, cluster_key(self.config))
         return JobHandle(self, job_id, out=out)
 

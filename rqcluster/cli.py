@@ -295,9 +295,7 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                        timeout: float | None, wait_for_slaves: float) -> None:
     from rqcluster import enqueue
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
-    from rqcluster.kinds import get_kind
-    params = {**get_kind(kind).defaults(ctx.config.options), **params}  # e.g. memory-budget
-    job = enqueue.validate(kind, **params)
+    job = enqueue.validate(kind, ctx.config, **params)
     slaves_live = _look_for_slaves(ctx, wait_for_slaves)
     job_id = enqueue.write(ctx.conn, job, cluster_key(ctx.config))
     if not slaves_live:

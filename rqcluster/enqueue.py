@@ -17,7 +17,7 @@ import numpy as np
 import redis
 
 from rqcluster import envelope, events, keys, store
-from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, current
+from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, ClusterConfig, current
 from rqcluster.errors import InputError
 from rqcluster.kinds import Function, Items, Prepared, get_kind
 from rqcluster.models import JobRecord, JobState
@@ -52,21 +52,27 @@ class ValidatedJob:
     description: str
 
 
-def validate(kind_name: str, **params: Any) -> ValidatedJob:
-    """Every check a job gets before anything is written (no Redis needed)."""
+def validate(kind_name: str, config: ClusterConfig | None = None,
+             **params: Any) -> ValidatedJob:
+    """Every check a job gets before anything is written (no Redis needed). Parameters a
+    kind takes from the cluster's options (matmul's ``memory_budget``) come from
+    ``config`` (default: the config this process loaded) unless given."""
+    config = config or current()
     kind = get_kind(kind_name)
+    if config is not None:
+        params = {**kind.defaults(config.options), **params}
     prepared = kind.prepare(**params)
     size = sum(input_size(v) for v in prepared.inputs.values())
-    limit = max_payload_bytes()
+    limit = max_payload_bytes(config)
     if size > limit:
         raise InputError(f"{kind_name}: inputs are {_size(size)}, more than the {_size(limit)} "
                          "one job may hold (security.max-payload-bytes)")
     return ValidatedJob(kind_name, prepared, kind.describe(prepared.params))
 
 
-def max_payload_bytes() -> int:
+def max_payload_bytes(config: ClusterConfig | None = None) -> int:
     """The configured limit on one job's inputs (the default without a config)."""
-    config = current()
+    config = config or current()
     return config.security.max_payload_bytes if config else MAX_SUBMIT_BYTES
 
 

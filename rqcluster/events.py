@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from rqcluster import keys
+from rqcluster.models import text
 
 # Kinds of event, as written in the ``event`` field.
 JOB_SUBMITTED = "job-submitted"
@@ -52,11 +53,7 @@ def recent(conn: redis.Redis, count: int = 12) -> list[Event]:
     out = []
     entries: list[Any] = conn.xrevrange(keys.EVENTS, count=count) or []
     for entry_id, raw in reversed(entries):
-        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        out.append(Event(at=int(_text(entry_id).split("-")[0]) / 1000,
+        fields = {text(k): text(v) for k, v in (raw or {}).items()}
+        out.append(Event(at=int(text(entry_id).split("-")[0]) / 1000,
                          event=fields.pop("event", "?"), fields=fields))
     return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

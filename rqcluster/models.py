@@ -29,7 +29,8 @@ class JobState(StrEnum):
         return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply (bytes) or a str, as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -82,7 +83,7 @@ class JobRecord:
     def decode(cls, raw: dict[Any, Any]) -> JobRecord:
         """A JobRecord from HGETALL's answer; DecodeError if it is not one."""
         try:
-            f = {_text(k): _text(v) for k, v in raw.items()}
+            f = {text(k): text(v) for k, v in raw.items()}
             if int(f.get("v", "0")) > FORMAT:
                 raise ValueError(f"record format {f['v']} is newer than this rqcluster")
             def opt(name: str) -> float | None:

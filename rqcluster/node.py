@@ -11,6 +11,7 @@ that crashes its process, or the OOM killer, costs a restart, not the slave.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import os
 import shutil
@@ -164,7 +165,7 @@ def supervise_slave(config: ClusterConfig, slave: str) -> int:
     signal.signal(signal.SIGINT, on_signal)
     env = slave_environment(config, slave)
     backoff = RESTART_BACKOFF[0]
-    for run in range(sys.maxsize):
+    for run in itertools.count():  # ends by returning: stopped, or a bad config
         worker = f"{slave}.{os.getpid()}.{run}"
         cmd = slave_command(slave, worker)
         began = time.monotonic()
@@ -181,7 +182,7 @@ def supervise_slave(config: ClusterConfig, slave: str) -> int:
         if stopping.wait(backoff):
             return 0
         backoff = min(backoff * 2, RESTART_BACKOFF[1])
-    return 0
+    return 0  # not reached: the loop only ends by returning
 
 
 def _forget_worker(config: ClusterConfig, worker: str) -> None:

@@ -33,7 +33,7 @@ from rq import Queue
 from rqcluster import events, keys, rqjobs
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, prune_index
-from rqcluster.models import JobState, UnitRecord
+from rqcluster.models import JobState, UnitRecord, text
 from rqcluster.scripts import MOVE_UNIT
 
 log = logging.getLogger("rqcluster.reaper")
@@ -62,7 +62,7 @@ class Lost:
 
 
 @dataclass(frozen=True)
-class SlaveView:
+class SlaveLoad:
     """What one pass reads about a configured slave."""
 
     alive: bool
@@ -170,7 +170,7 @@ class Reaper:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _read(self) -> tuple[float, dict[str, SlaveView], dict[str, dict[str, Any]]]:
+    def _read(self) -> tuple[float, dict[str, SlaveLoad], dict[str, dict[str, Any]]]:
         names = [s.name for s in self.config.slaves]
         pipe = self.conn.pipeline(transaction=False)
         pipe.time()
@@ -185,7 +185,7 @@ class Reaper:
         views = {}
         for i, name in enumerate(names):
             alive, held, queued, delivered = rest[4 * i: 4 * i + 4]
-            views[name] = SlaveView(bool(alive), held, queued + delivered)
+            views[name] = SlaveLoad(bool(alive), held, queued + delivered)
         running = {}
         for member, entry in running_raw.items():
             try:
@@ -203,11 +203,11 @@ class Reaper:
                 for n, raw in zip(ordered, pipe.execute(), strict=True)}
 
     def _held_by(self, slave: str, running: Mapping[str, dict[str, Any]]) -> list[Lost]:
-        members = sorted(_text(m) for m in self.conn.smembers(keys.slave_units(slave)))
+        members = sorted(text(m) for m in self.conn.smembers(keys.slave_units(slave)))
         return [Lost(m, slave, "slave-silent", running.get(m, {}).get("worker", ""))
                 for m in members]
 
-    def _undelivered_units(self, now: float, views: Mapping[str, SlaveView],
+    def _undelivered_units(self, now: float, views: Mapping[str, SlaveLoad],
                            running: Mapping[str, dict[str, Any]]) -> list[Lost]:
         busy = {e["slave"] for e in running.values()}
         idle = [s for s, v in views.items()
@@ -215,7 +215,7 @@ class Reaper:
         candidates: dict[str, str] = {}
         for slave in idle:
             for m in self.conn.smembers(keys.slave_units(slave)):
-                candidates[_text(m)] = slave
+                candidates[text(m)] = slave
         sure = self._undelivered.confirm(now, candidates, self.ttl)
         return [Lost(m, candidates[m], "not-delivered") for m in sorted(sure)]
 
@@ -288,7 +288,7 @@ class Reaper:
         ids = pipe.lrange(queue, 0, -1) + pipe.lrange(f"{queue}:intermediate", 0, -1)
         pipe.multi()
         pipe.delete(queue, f"{queue}:intermediate",
-                    *(f"rq:job:{_text(i)}" for i in ids))
+                    *(f"rq:job:{text(i)}" for i in ids))
         try:
             pipe.execute()
         except redis.WatchError:
@@ -297,7 +297,3 @@ class Reaper:
 
 def _with_slave(record: UnitRecord, slave: str) -> UnitRecord:
     return replace(record, slave=slave)  # keeps the spec's signature (``sig``)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

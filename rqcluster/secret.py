@@ -28,17 +28,15 @@ SECRET_DIR_ENV = "RQCLUSTER_SECRET_DIR"
 FILE_NAME = "cluster-secret"
 MIN_LENGTH = 16
 
-_cache: dict[tuple[str, ...], bytes] = {}
-# The key per config object and environment: slaves ask once per unit, and resolving the
-# default file's path costs ~0.1 ms (home directory lookups).
-_fast: dict[tuple[int, tuple[str | None, ...]], tuple[ClusterConfig | None, bytes]] = {}
-_FAST_ENV = (SECRET_ENV, SECRET_DIR_ENV, "XDG_CONFIG_HOME", "HOME")
+# The key per config object and the environment it was resolved in: slaves ask once per
+# unit, and resolving it reads files and home-directory paths (~0.1 ms).
+_ENV = (SECRET_ENV, SECRET_DIR_ENV, "XDG_CONFIG_HOME", "HOME")
+_cache: dict[tuple[int, tuple[str | None, ...]], tuple[ClusterConfig | None, bytes]] = {}
 
 
 def forget_cached() -> None:
     """Resolve the secret afresh next time (tests that change files under a config)."""
     _cache.clear()
-    _fast.clear()
 
 
 def default_secret_file() -> Path:
@@ -64,20 +62,15 @@ def cluster_key(config: ClusterConfig | None = None) -> bytes:
     """The secret of ``config`` (default: the config this process loaded), as key bytes;
     ConfigError with one actionable line if there is none or it is unusable."""
     config = config or current()
-    fast = (id(config), tuple(os.environ.get(v) for v in _FAST_ENV))
-    hit = _fast.get(fast)
-    if hit is not None and hit[0] is config:
-        return hit[1]
-    env = os.environ.get(SECRET_ENV)
-    # No config at all: the defaults, i.e. Redis on loopback and no secret file.
-    secret_file = config.security.secret_file if config else None
-    loopback = config.redis.is_loopback() if config else True
-    cache_key = (env or "", str(secret_file or ""), str(loopback),
-                 str(default_secret_file()))
-    if cache_key not in _cache:
-        _cache[cache_key] = _resolve(env, secret_file, loopback)
-    _fast[fast] = (config, _cache[cache_key])
-    return _cache[cache_key]
+    cache_key = (id(config), tuple(os.environ.get(v) for v in _ENV))
+    hit = _cache.get(cache_key)
+    if hit is None or hit[0] is not config:
+        # No config at all: the defaults, i.e. Redis on loopback and no secret file.
+        hit = (config, _resolve(os.environ.get(SECRET_ENV),
+                                config.security.secret_file if config else None,
+                                config.redis.is_loopback() if config else True))
+        _cache[cache_key] = hit
+    return hit[1]
 
 
 def _resolve(env: str | None, secret_file: Path | None, loopback: bool) -> bytes:

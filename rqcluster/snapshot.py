@@ -29,7 +29,7 @@ from rqcluster import keys
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import DecodeError
 from rqcluster.events import Event
-from rqcluster.models import JobRecord
+from rqcluster.models import JobRecord, text
 
 ROLES = ("master-assign", "master-combine")
 RATE_BUCKET = 5        # seconds per slave rate bucket (the completion script's)
@@ -192,7 +192,7 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
     now = now if now is not None else float(t[0]) + float(t[1]) / 1e6
     running = _running(first["running"])
     stats = _stats(first["stats"])
-    job_ids = [_text(j) for j, _ in first["jobs"] or []]
+    job_ids = [text(j) for j, _ in first["jobs"] or []]
     configured = {s.name for s in config.slaves}
     extra = sorted((set(stats) | {r["slave"] for r in running.values()}
                     | first["known_slaves"]) - configured)
@@ -263,7 +263,7 @@ def _read_first(conn: redis.Redis, config: ClusterConfig, max_jobs: int,
     return {
         "time": r[0], "info": r[1] or {}, "roles": [(r[2], r[3]), (r[4], r[5])],
         "stats": r[6] or {}, "running": r[7] or {}, "jobs": _newest(r[8], r[9], max_jobs),
-        "known_slaves": {_text(n) for n in r[10] or ()}, "submitted": r[11],
+        "known_slaves": {text(n) for n in r[10] or ()}, "submitted": r[11],
         "stream": (r[12], r[13], r[14], r[15]), "events": r[16] or [],
         "slave_records": _chunks(slave_raw, SLAVE_COMMANDS),
         "slave_hb": slave_raw[::SLAVE_COMMANDS],
@@ -296,10 +296,6 @@ def _read_second(conn: redis.Redis, job_ids: list[str], workers: list[str],
 
 def _chunks(items: list[Any], n: int) -> list[tuple[Any, ...]]:
     return [tuple(items[i:i + n]) for i in range(0, len(items), n)]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -335,7 +331,7 @@ def _running(raw: dict[Any, Any]) -> dict[str, dict[str, str]]:
     out = {}
     for member, value in raw.items():
         entry = _json(value) or {}
-        out[_text(member)] = {"worker": str(entry.get("worker", "?")),
+        out[text(member)] = {"worker": str(entry.get("worker", "?")),
                               "slave": str(entry.get("slave", "?"))}
     return out
 
@@ -344,7 +340,7 @@ def _stats(raw: dict[Any, Any]) -> dict[str, dict[str, float]]:
     """SLAVE_STATS as slave -> {"done", "busy", "lost"}."""
     out: dict[str, dict[str, float]] = {}
     for k, v in raw.items():
-        name, _, what = _text(k).partition(":")
+        name, _, what = text(k).partition(":")
         try:
             out.setdefault(name, {})[what or "done"] = float(v)
         except ValueError:
@@ -438,11 +434,11 @@ def _broker(url: str, info: dict[str, Any]) -> BrokerView:
 def _newest(newest: Any, unfinished: Any, limit: int) -> list[tuple[Any, float]]:
     """The jobs to show, newest first: the newest ones, and unfinished ones however old
     (those first when there are more than ``limit``)."""
-    chosen = {_text(j): score for j, score in unfinished or []}
+    chosen = {text(j): score for j, score in unfinished or []}
     for j, score in newest or []:
         if len(chosen) >= limit:
             break
-        chosen.setdefault(_text(j), score)
+        chosen.setdefault(text(j), score)
     return sorted(chosen.items(), key=lambda js: -js[1])
 
 
@@ -455,8 +451,8 @@ def _jobs(raws: list[tuple[Any, Any]], now: float) -> list[JobView]:
             record = JobRecord.decode(raw)
         except DecodeError:
             continue
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        per_slave = {_text(k): _int(v) for k, v in sorted((counts or {}).items())}
+        fields = {text(k): text(v) for k, v in raw.items()}
+        per_slave = {text(k): _int(v) for k, v in sorted((counts or {}).items())}
         out.append(_job_view(record, fields, per_slave, now))
     return out
 
@@ -487,12 +483,12 @@ def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
 
 def _stream(raw: tuple[Any, Any, Any, Any], ttl: float) -> StreamView:
     length, groups, consumers, stats = raw
-    group = next((g for g in groups or [] if _text(g.get("name")) == keys.COMBINERS_GROUP),
+    group = next((g for g in groups or [] if text(g.get("name")) == keys.COMBINERS_GROUP),
                  None)
     pending = _int(group.get("pending")) if group else 0
-    folded = {_text(k): _int(v) for k, v in (stats or {}).items()}
-    members = tuple(ConsumerView(_text(c["name"]), _int(c.get("pending")),
-                                 _int(c.get("idle")) / 1000, folded.get(_text(c["name"]), 0))
+    folded = {text(k): _int(v) for k, v in (stats or {}).items()}
+    members = tuple(ConsumerView(text(c["name"]), _int(c.get("pending")),
+                                 _int(c.get("idle")) / 1000, folded.get(text(c["name"]), 0))
                     for c in consumers or [])
     lag = group.get("lag") if group else None
     if lag is None:  # Redis < 7 does not say; handled entries are deleted, so the rest is lag
@@ -505,7 +501,7 @@ def _stream(raw: tuple[Any, Any, Any, Any], ttl: float) -> StreamView:
 def _events(entries: list[Any]) -> list[Event]:
     out = []
     for entry_id, raw in reversed(entries):
-        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        out.append(Event(at=int(_text(entry_id).split("-")[0]) / 1000,
+        fields = {text(k): text(v) for k, v in (raw or {}).items()}
+        out.append(Event(at=int(text(entry_id).split("-")[0]) / 1000,
                          event=fields.pop("event", "?"), fields=fields))
     return out

@@ -14,8 +14,11 @@ and viewed with ``numpy.frombuffer`` — array data is never pickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import mmap
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -60,13 +63,13 @@ def stage_array(conn: redis.Redis, base: str, arr: np.ndarray, chunk: int = CHUN
     arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     nbytes = arr.nbytes
     n = math.ceil(nbytes / chunk)
-    read = _chunk_reader(arr)
     per_trip = max(1, batch // chunk)
-    for first in range(0, n, per_trip):
-        pipe = conn.pipeline(transaction=False)
-        for i in range(first, min(n, first + per_trip)):
-            pipe.set(f"{base}:{i}", read(i * chunk, min(nbytes, (i + 1) * chunk)), ex=ttl)
-        pipe.execute()
+    with _sequential_reader(arr) as read:
+        for first in range(0, n, per_trip):
+            pipe = conn.pipeline(transaction=False)
+            for i in range(first, min(n, first + per_trip)):
+                pipe.set(f"{base}:{i}", read(chunk), ex=ttl)
+            pipe.execute()
     meta = {"type": "array", "dtype": arr.dtype.str, "shape": list(arr.shape),
             "nbytes": nbytes, "chunk": chunk, "chunks": n}
 
@@ -77,18 +80,26 @@ def stage_array(conn: redis.Redis, base: str, arr: np.ndarray, chunk: int = CHUN
     return commit
 
 
-def _chunk_reader(arr: np.ndarray) -> Any:
+@contextlib.contextmanager
+def _sequential_reader(arr: np.ndarray) -> Iterator[Callable[[int], Any]]:
+    """``read(n)``: the next ``n`` bytes of a C-contiguous array — from its file when it is
+    memory-mapped from one (plain reads, its pages never mapped in), else from memory."""
     filename = getattr(arr, "filename", None)
-    if isinstance(arr, np.memmap) and filename is not None and arr.flags.c_contiguous:
-        offset = int(arr.offset)
-
-        def from_file(start: int, stop: int) -> bytes:
-            with open(filename, "rb") as f:
-                f.seek(offset + start)
-                return f.read(stop - start)
-        return from_file
+    # Only a memmap that maps the file itself (not a slice or view of one, whose offset
+    # attribute is its parent's) lies at ``offset`` in ``filename``.
+    if isinstance(arr, np.memmap) and filename is not None and isinstance(arr.base, mmap.mmap):
+        with open(filename, "rb") as f:
+            f.seek(int(arr.offset))
+            yield f.read
+        return
     view = bytes_view(arr)
-    return lambda start, stop: view[start:stop]
+    position = 0
+
+    def from_memory(n: int) -> memoryview:
+        nonlocal position
+        position += n
+        return view[position - n:position]
+    yield from_memory
 
 
 def put_blob(pipe: Any, base: str, data: bytes | memoryview, chunk: int = CHUNK_BYTES,

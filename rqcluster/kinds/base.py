@@ -104,7 +104,7 @@ class Kind:
 
     def defaults(self, options: Options) -> dict[str, Any]:
         """Parameters this kind takes from the cluster's options when the submitter does not
-        give them (the API fills them in; e.g. matmul's ``memory_budget``)."""
+        give them (``enqueue.validate`` fills them in; e.g. matmul's ``memory_budget``)."""
         return {}
 
     def stack_groups(self, params: Mapping[str, Any], units: int) -> list[list[int]]:

@@ -284,3 +284,14 @@ def test_staging_an_array_in_memory_works_the_same(conn):
     commit(tx)
     tx.execute()
     np.testing.assert_array_equal(store.get_array(conn, "y"), a)
+
+
+def test_staging_a_slice_of_a_memory_mapped_file_stores_the_slice(conn, tmp_path):
+    a = np.arange(400 * 5, dtype=np.float64).reshape(400, 5)
+    np.save(tmp_path / "a.npy", a)
+    part = np.load(tmp_path / "a.npy", mmap_mode="r")[100:300]
+    commit = store.stage_array(conn, "z", part, chunk=1024)
+    tx = conn.pipeline(transaction=True)
+    commit(tx)
+    tx.execute()
+    np.testing.assert_array_equal(store.get_array(conn, "z"), a[100:300])
