@@ -9,7 +9,8 @@ with their TTL) and, once per pass, finds three kinds of lost unit:
   already be back under a new worker), or whose live worker says it runs something
   else (its completion was lost, e.g. with the last second of a Redis restart);
 - a unit held by a live, idle slave with nothing queued (it vanished between RQ's
-  dequeue and the unit's start).
+  dequeue and the unit's start, e.g. stranded in RQ's intermediate list by a worker that
+  died there).
 
 The last two are confirmed on a later pass before anything moves, so a heartbeat that
 is merely late moves nothing. Moving is one Lua step per unit (``MOVE_UNIT``) that checks
@@ -67,7 +68,10 @@ class SlaveLoad:
 
     alive: bool
     held: int  # units placed on it and not completed
-    queued: int  # RQ jobs on its queue, delivered ones included
+    # RQ jobs waiting on its queue. Not those RQ has dequeued into its intermediate list:
+    # a live worker starts them within milliseconds, and one that died in between leaves
+    # them there for good, so a slave with nothing else to do is idle, not busy.
+    queued: int
 
 
 @dataclass
@@ -176,16 +180,14 @@ class Reaper:
         pipe.time()
         pipe.hgetall(keys.RUNNING)
         for name in names:
-            queue = keys.rq_queue_key(name)
             pipe.exists(keys.heartbeat(name))
             pipe.scard(keys.slave_units(name))
-            pipe.llen(queue)
-            pipe.llen(f"{queue}:intermediate")
+            pipe.llen(keys.rq_queue_key(name))
         (seconds, micros), running_raw, *rest = pipe.execute()
         views = {}
         for i, name in enumerate(names):
-            alive, held, queued, delivered = rest[4 * i: 4 * i + 4]
-            views[name] = SlaveLoad(bool(alive), held, queued + delivered)
+            alive, held, queued = rest[3 * i: 3 * i + 3]
+            views[name] = SlaveLoad(bool(alive), held, queued)
         running = {}
         for member, entry in running_raw.items():
             try:

@@ -213,3 +213,18 @@ def test_suspects_are_confirmed_only_after_the_delay_and_forgotten_when_cleared(
 def test_pick_targets_spreads_by_performance_and_queue_length():
     assert pick_targets(6, {"a": 1, "b": 2}, {}) == ["b", "a", "b", "b", "a", "b"]
     assert pick_targets(2, {"a": 1, "b": 1}, {"a": 5, "b": 0}) == ["b", "b"]
+
+
+def test_a_batch_stranded_in_rqs_intermediate_list_moves_once_confirmed(redis_conn, config):
+    """A worker that died between RQ's dequeue (LMOVE into the intermediate list) and the
+    first unit's start leaves its batch there; the slave, back under a new worker, is idle."""
+    enqueue.submit(redis_conn, "montecarlo", samples=400 * 50, seed=3, unit_samples=50)
+    Assigner(redis_conn, config, "master").step(timeout=0.1)
+    queue = keys.rq_queue_key("s1")
+    stranded = redis_conn.llen(queue)
+    for _ in range(stranded):
+        redis_conn.lmove(queue, f"{queue}:intermediate", "LEFT", "RIGHT")
+    held = redis_conn.scard(keys.slave_units("s1"))
+    reaper = Reaper(redis_conn, config)
+    assert reaper.sweep(now=50.0) == 0
+    assert reaper.sweep(now=50.0 + config.options.heartbeat_ttl) == held
