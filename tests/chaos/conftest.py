@@ -10,7 +10,7 @@ import pytest
 
 from tests.chaos.ledger import TALLY
 from tests.integration.conftest import pytest_runtest_makereport  # noqa: F401 - logs on failure
-from tests.integration.harness import NodeCluster
+from tests.integration.harness import NodeCluster, cluster_factory
 
 # A slave is declared dead 2 s after its last heartbeat (the default is 10 s).
 FAST = {"heartbeat-ttl": 2, "units-per-slave": 6}
@@ -18,19 +18,8 @@ FAST = {"heartbeat-ttl": 2, "units-per-slave": 6}
 
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., NodeCluster]]:
-    made: list[NodeCluster] = []
-
-    def make(**kwargs: Any) -> NodeCluster:
-        kwargs.setdefault("options", FAST)
-        c = NodeCluster(tmp_path_factory.mktemp("chaos"), **kwargs)
-        made.append(c)
-        return c
-
-    try:
+    with cluster_factory(tmp_path_factory, "chaos", options=FAST) as make:
         yield make
-    finally:
-        for c in made:
-            c.stop()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

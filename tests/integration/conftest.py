@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import ACTIVE, STOPPED, NodeCluster
+from tests.integration.harness import ACTIVE, STOPPED, NodeCluster, cluster_factory
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -40,20 +40,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
 
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., NodeCluster]]:
-    """A factory of clusters that belong to one test (nothing started yet: the test starts
-    the broker and the nodes it wants); all are stopped at the end of the test."""
-    made: list[NodeCluster] = []
-
-    def make(**kwargs: Any) -> NodeCluster:
-        c = NodeCluster(tmp_path_factory.mktemp("own-cluster"), **kwargs)
-        made.append(c)
-        return c
-
-    try:
+    """A factory of clusters that belong to one test, stopped at its end."""
+    with cluster_factory(tmp_path_factory, "own-cluster") as make:
         yield make
-    finally:
-        for c in made:
-            c.stop()
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ touch a broker or a config of the machine they run on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,26 @@ class NodeCluster:
             if self in ACTIVE:
                 ACTIVE.remove(self)
                 STOPPED.append(self)
+
+
+@contextlib.contextmanager
+def cluster_factory(tmp_path_factory: Any, prefix: str,
+                    **defaults: Any) -> Iterator[Callable[..., NodeCluster]]:
+    """Make clusters for one test (nothing started yet: the test starts the broker and
+    the nodes it wants), with ``defaults`` for NodeCluster's keywords; every cluster made
+    is stopped on the way out."""
+    made: list[NodeCluster] = []
+
+    def make(**kwargs: Any) -> NodeCluster:
+        c = NodeCluster(tmp_path_factory.mktemp(prefix), **{**defaults, **kwargs})
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.stop()
 
 
 def wait_for_exit(proc: subprocess.Popen[Any], timeout: float) -> int | None:

@@ -91,14 +91,8 @@ def test_the_live_dashboard_quits_on_q_or_ctrl_c_and_restores_the_terminal(
         os.write(fd, key)
         rest = read_until(fd, lambda out: b"\x1b[?1049l" in out, 10)
         assert b"\x1b[?1049l" in rest, rest[-2000:]  # back to the normal screen
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("watch did not exit")
+        done, status = wait_until(lambda: (r := os.waitpid(pid, os.WNOHANG))[0] and r, 10,
+                                  interval=0.05, message="watch did not exit")
         assert os.waitstatus_to_exitcode(status) == 0
         assert termios.tcgetattr(fd)[3] == before[3]  # echo and line mode as they were
     finally:
