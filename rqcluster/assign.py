@@ -19,6 +19,7 @@ from rq import Queue
 
 from rqcluster import events, keys, liveness, rqjobs
 from rqcluster.config import ClusterConfig
+from rqcluster.coordinate import Coordinator
 from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
@@ -41,6 +42,7 @@ class Assigner:
         self.node = node
         self._queues: dict[str, Queue] = {}
         self.starved = False  # the last job taken found no live slave and was put back
+        self.coordinator = Coordinator(conn, config, node)
 
     def queue(self, slave: str) -> Queue:
         if slave not in self._queues:
@@ -75,6 +77,8 @@ class Assigner:
         if record.state is not JobState.SUBMITTED:
             self.conn.lrem(mine, 0, job_id)
             return False
+        if record.kind == "graph":  # placed unit by unit as they become ready
+            return self.coordinator.start(record, mine)
         shares = liveness.live_slaves(self.conn, self.config)
         self.starved = not shares
         if self.starved:

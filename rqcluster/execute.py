@@ -11,8 +11,10 @@ traceback; units of a job that has ended, or moved off this slave, are skipped.
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
+import signal
 import time
 import traceback
 import weakref
@@ -69,6 +71,39 @@ def configure(options: Options, worker_status: liveness.WorkerStatus | None = No
     if worker_status is not None:
         status = worker_status
     _conn = conn
+
+
+class UnitKilled(BaseException):
+    """Raised inside a running unit that was told to stop (killed by its job's scheduler,
+    or its job was cancelled). A BaseException, so user code's ``except Exception`` does
+    not swallow it."""
+
+
+STOP_SIGNAL = signal.SIGUSR1
+_stoppable = False  # True only while user code (a kind's process) runs
+_stop_member: str | None = None
+
+
+def install_stop_handler() -> None:
+    """Let ``stop_unit`` interrupt this process's main thread (call it from there, once,
+    at the worker's start)."""
+    signal.signal(STOP_SIGNAL, _on_stop)
+
+
+def _on_stop(signum: int, frame: object) -> None:
+    if _stoppable and _stop_member == status.unit:
+        raise UnitKilled(f"unit {status.unit} was stopped")
+
+
+def stop_unit(member: str) -> bool:
+    """Stop the unit ``member`` ("job:unit") if this process is running its user code
+    now (from any thread: the worker's command listener); True if asked to stop."""
+    global _stop_member
+    if not _stoppable or status.unit != member:
+        return False
+    _stop_member = member
+    _thread.interrupt_main(STOP_SIGNAL)
+    return True
 
 
 def _rq_context(what: str) -> tuple[redis.Redis, str]:
@@ -144,7 +179,8 @@ class _Batch:
         job_id = self.job_id
         return {"keys": [keys.job(job_id), keys.partials(job_id), keys.slave_counts(job_id),
                          keys.RESULTS_STREAM, keys.units(job_id), keys.RUNNING,
-                         keys.SLAVE_STATS, keys.slave_rate(self.slave)],
+                         keys.SLAVE_STATS, keys.slave_rate(self.slave), keys.deps(job_id),
+                         keys.dependents(job_id), keys.ready(job_id), keys.SCHEDULE_STREAM],
                 "args": [job_id, index, self.slave, partial, f"{took:.6f}",
                          keys.unit_member(job_id, index), keys.SLAVE_PREFIX]}
 
@@ -165,16 +201,25 @@ class _Batch:
         if attempt > 1:
             log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
         started = time.perf_counter()
+        global _stoppable
         try:
             verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
             kind = get_kind(kind_name.decode())
-            value = kind.process(unit.spec, json.loads(params_raw),
-                                 jobdata.JobInputs(self.conn, job_id))
+            _stoppable = True
+            try:
+                value = kind.process(unit.spec, json.loads(params_raw),
+                                     jobdata.JobInputs(self.conn, job_id))
+            finally:
+                _stoppable = False
             partial = codec.encode(value, f"the partial of unit {index}")
             if len(partial) > MAX_PARTIAL_BYTES:
                 raise InputError(f"unit {index}'s partial is {len(partial) / 2**20:.0f} MiB; "
                                  f"Redis holds at most {MAX_PARTIAL_BYTES / 2**20:.0f} MiB in "
                                  "one value (split the job into more units)")
+        except UnitKilled:
+            self.conn.hdel(keys.RUNNING, keys.unit_member(job_id, index))
+            log.info("unit %d of job %s stopped while it ran", index, job_id)
+            return f"killed: unit {index} of job {job_id}", self._start_next(following)
         except (Exception, SystemExit) as e:  # user code may raise anything, exit included
             return _fail(self.conn, job_id, index, self.slave, e), self._start_next(following)
         took = time.perf_counter() - started

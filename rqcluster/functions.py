@@ -79,13 +79,18 @@ def pack_function(fn: Callable[..., Any], what: str = "function") -> bytes:
     object that cannot be pickled otherwise."""
     if not callable(fn):
         raise InputError(f"{what}: expected a function, got {type(fn).__name__}")
+    return pack_object(fn, what)
+
+
+def pack_object(obj: Any, what: str = "object") -> bytes:
+    """``pack_function`` for any object (a scheduler's saved state)."""
     by_value = _user_modules()
     for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return _with_versions(cloudpickle.dumps(fn))
+        return _with_versions(cloudpickle.dumps(obj))
     except Exception as e:
-        raise InputError(f"{what}: cannot ship {describe(fn)} to the slaves: "
+        raise InputError(f"{what}: cannot ship {describe(obj)} to the slaves: "
                          f"{type(e).__name__}: {e}") from None
     finally:
         for module in by_value:
@@ -135,6 +140,12 @@ def check_versions(blob: bytes, what: str = "function") -> bytes:
             f"{theirs.get('cloudpickle')}, but this node runs Python {ours['python']} with "
             f"cloudpickle {ours['cloudpickle']}; install the same versions on every node")
     return blob[6 + length:]
+
+
+def unpack_object(blob: bytes) -> Any:
+    """An object back from ``pack_object``'s bytes, once its versions are checked; only
+    ever called on a verified envelope's body."""
+    return cloudpickle.loads(check_versions(blob, "saved object"))
 
 
 def unpack_function(blob: bytes) -> Callable[..., Any]:

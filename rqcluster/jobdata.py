@@ -9,13 +9,13 @@ moves from one panel of B to the next and must not hold them all.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import redis
 
-from rqcluster import envelope, keys, store
+from rqcluster import codec, envelope, keys, store
 from rqcluster.functions import open_function
 
 _CACHE_ENTRIES = 6
@@ -69,6 +69,22 @@ class JobInputs:
     def function(self, name: str) -> Callable[..., Any]:
         return _cached((self.job_id, "function", name),  # type: ignore[no-any-return]
                        lambda: self._counted(name, self._open_function(name)))
+
+    def instance(self, name: str) -> Any:
+        """One instance per process and job of the class shipped as input ``name`` (a
+        graph job's node class)."""
+        return _cached((self.job_id, "instance", name), lambda: self.function(name)())
+
+    def results(self, units: Sequence[int]) -> list[Any]:
+        """The results of done units of this job (a graph unit's prerequisites)."""
+        if not units:
+            return []
+        raws: list[Any] = self.conn.hmget(keys.partials(self.job_id), [str(u) for u in units])
+        missing = [u for u, raw in zip(units, raws, strict=True) if raw is None]
+        if missing:
+            raise RuntimeError(f"job {self.job_id}: the result of unit {missing[0]} is not "
+                               "stored (the job ended?)")
+        return [codec.decode(raw) for raw in raws]
 
     def _open_function(self, name: str) -> Callable[..., Any]:
         """Verify the function's envelope (bound to this job, input and kind), and only

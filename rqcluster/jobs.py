@@ -20,6 +20,7 @@ import redis
 
 from rqcluster import codec, events, keys, liveness, store
 from rqcluster.errors import DecodeError, InputError, JobFailed, JobTimeout, NoSuchJob
+from rqcluster.kill import stop_job
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.npyfile import fill_rows, save_npy, save_npy_blocks
@@ -223,6 +224,8 @@ def end_job(conn: redis.Redis, job_id: str, state: JobState,
                       state.value, json.dumps(error) if error else "", job_id)
     if ended:
         _unhold(conn, job_id)
+        conn.srem(keys.GRAPHS, job_id)
+        stop_job(conn, job_id)
         release(conn, job_id, ttl)
         events.emit(conn, events.JOB_FAILED if state is JobState.FAILED
                     else events.JOB_CANCELLED, job=job_id,
@@ -278,7 +281,8 @@ def prune_index(conn: redis.Redis, older_than: float, batch: int = 500) -> int:
 
 
 def cancel(conn: redis.Redis, job_id: str, ttl: int = 86400) -> bool:
-    """Cancel a job; False if it had already ended. Queued units are skipped by slaves."""
+    """Cancel a job; False if it had already ended. Queued units are skipped by slaves;
+    running ones are stopped (their workers are told at once)."""
     get_record(conn, job_id)
     return end_job(conn, job_id, JobState.CANCELLED, ttl=ttl)
 
@@ -289,7 +293,8 @@ def release(conn: redis.Redis, job_id: str, ttl: int, pipe: Any = None,
     keep the record, per-slave counts, attempts and result (with ``keep_partials``, the partials are
     the result) for ``ttl`` seconds."""
     record = get_record(conn, job_id)
-    doomed = [keys.units(job_id), keys.folded(job_id)]
+    doomed = [keys.units(job_id), keys.folded(job_id), keys.deps(job_id),
+              keys.dependents(job_id), keys.ready(job_id), keys.scheduler_state(job_id)]
     kept = [keys.job(job_id), keys.slave_counts(job_id), keys.attempts(job_id),
             keys.ended(job_id)]
     (kept if keep_partials else doomed).append(keys.partials(job_id))

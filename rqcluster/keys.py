@@ -49,6 +49,25 @@ RUNNING = f"{PREFIX}:running"
 EVENTS = f"{PREFIX}:events"
 EVENTS_MAXLEN = 1000
 
+# Stream of what the coordinator of multi-stage (graph) jobs must act on: a graph unit
+# completed (its dependents may be ready, its scheduler's ``unit_done`` hook must run),
+# a slave joined or died (``slave_joined`` / ``slave_died`` hooks). Written by the
+# completion script and the reaper, read by master-assign through SCHEDULERS_GROUP, so
+# an event is handled once even across master-assign restarts.
+SCHEDULE_STREAM = f"{PREFIX}:schedule"
+
+# Consumer group of every master-assign on SCHEDULE_STREAM.
+SCHEDULERS_GROUP = "coordinators"
+
+# Set of graph jobs that are running: a restarted master-assign places their ready units
+# and finishes the settled ones; slave events fan out to those with a scheduler.
+GRAPHS = f"{PREFIX}:graphs"
+
+# Set of the slaves master-assign last saw live: a slave that appears in or vanishes from
+# the live set is announced once on SCHEDULE_STREAM (the ``slave_joined`` / ``slave_died``
+# hooks), even across master-assign restarts.
+SCHEDULE_LIVE = f"{PREFIX}:schedule:live"
+
 
 def assigning(node: str) -> str:
     """List of job ids a master-assign has taken but not yet placed (crash recovery)."""
@@ -85,6 +104,31 @@ def attempts(job_id: str) -> str:
     """Hash: unit index -> how many times a slave started it; "{unit}:lost" -> JSON list
     of the slaves that died while running it (a unit that kills every slave fails)."""
     return f"{PREFIX}:job:{{{job_id}}}:attempts"
+
+
+def deps(job_id: str) -> str:
+    """Hash (graph jobs): unit index -> how many of its prerequisites are not done yet,
+    for units that wait; the completion that makes it 0 moves the unit to ``ready``."""
+    return f"{PREFIX}:job:{{{job_id}}}:deps"
+
+
+def dependents(job_id: str) -> str:
+    """Hash (graph jobs): unit index -> JSON list of the waiting units that take its
+    result (only those that were waiting for it when they were added)."""
+    return f"{PREFIX}:job:{{{job_id}}}:dependents"
+
+
+def ready(job_id: str) -> str:
+    """List (graph jobs): indexes of units whose prerequisites are all done and that no
+    slave holds yet; master-assign places them and takes them off in one transaction."""
+    return f"{PREFIX}:job:{{{job_id}}}:ready"
+
+
+def scheduler_state(job_id: str) -> str:
+    """Hash (graph jobs): "seen:{entry}" -> 1 for each schedule-stream entry handled for
+    the job; with a scheduler, "state" -> the user's scheduler object, pickled and sealed,
+    as it was after the last event it handled (saved with that event's effects)."""
+    return f"{PREFIX}:job:{{{job_id}}}:scheduler"
 
 
 def combining(job_id: str) -> str:

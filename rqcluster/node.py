@@ -29,6 +29,7 @@ from rqcluster.assign import Assigner
 from rqcluster.broker import die_with_parent
 from rqcluster.config import ClusterConfig
 from rqcluster.connection import connect, wait_for_broker
+from rqcluster.coordinate import Coordinator
 from rqcluster.errors import ConfigError
 from rqcluster.reduce import Reducer
 
@@ -109,6 +110,7 @@ def run_node(config: ClusterConfig, mode: str, name: str) -> int:
     loops: list[Callable[[threading.Event], None]] = []
     if mode in ("assign", "assign-reduce"):
         loops.append(Assigner(connect(config.redis), config, name).run)
+        loops.append(Coordinator(connect(config.redis), config, name).run)
     if mode in ("reduce", "assign-reduce"):
         loops.append(Reducer(connect(config.redis), config, name).run)
     return _run_loops(loops, f"{mode} node {name}")

@@ -34,28 +34,56 @@ end
 START_UNIT = START_FN + "return start_unit(KEYS, ARGV)"
 
 
+# Graph jobs: the units waiting for ``index`` (a unit now done or killed) have one
+# prerequisite fewer; those with none left go on the job's ready list for master-assign
+# to place (a unit killed meanwhile no longer waits, and is skipped). Shared by the
+# completion step and the kill step.
+# D = {deps hash, dependents hash, ready list}
+RELEASE_FN = """
+local function release_dependents(D, index)
+  local waiting = redis.call('HGET', D[2], index)
+  if not waiting then return end
+  redis.call('HDEL', D[2], index)
+  for _, unit in ipairs(cjson.decode(waiting)) do
+    if redis.call('HEXISTS', D[1], unit) == 1
+        and redis.call('HINCRBY', D[1], unit, -1) <= 0 then
+      redis.call('HDEL', D[1], unit)
+      redis.call('RPUSH', D[3], unit)
+    end
+  end
+end
+"""
+
+
 # Slave: the completion step of one unit. The first completion of (job, unit) stores the
 # partial, decrements the job's remaining counter, counts it for the slave and announces
-# it on the results stream; any later completion of the same unit changes nothing. Either
-# way the unit is no longer running nor held by the slave it was placed on.
+# it; any later completion of the same unit changes nothing. Either way the unit is no
+# longer running nor held by the slave it was placed on.
+# A unit of a single-stage job is announced on the results stream, for master-combine.
 # The partial's bytes go to the job's partials hash, not into the stream entry: the
-# combiner reads them once, when it combines, instead of once per hop.
+# combiner reads them once, when it combines, instead of once per hop. A unit of a graph
+# job (field ``graph``) releases the units waiting for it (``RELEASE_FN``) in the same
+# step, and is announced on the schedule stream instead, for master-assign (the job's
+# ``pending`` counts announcements not handled yet).
 # KEYS[1] = job hash            KEYS[2] = partials hash
 # KEYS[3] = per-slave counts    KEYS[4] = results stream
 # KEYS[5] = units hash          KEYS[6] = running hash
 # KEYS[7] = slave stats hash    KEYS[8] = this slave's rate buckets
+# KEYS[9] = deps hash           KEYS[10] = dependents hash
+# KEYS[11] = ready list         KEYS[12] = schedule stream
 # ARGV[1] = job id   ARGV[2] = unit index   ARGV[3] = slave   ARGV[4] = partial bytes
 # ARGV[5] = seconds the unit took   ARGV[6] = unit member   ARGV[7] = slave units key
 #   prefix (the owner's set is "<prefix><slave>:units"; the owner is read from the unit)
 # Returns the remaining count, -1 if the job is not running, -2 for a duplicate.
-COMPLETE_FN = """
+COMPLETE_FN = RELEASE_FN + """
 local function complete_unit(K, A)
   redis.call('HDEL', K[6], A[6])
   local unit = redis.call('HGET', K[5], A[2])
   if unit then
     redis.call('SREM', A[7] .. cjson.decode(unit)['s'] .. ':units', A[6])
   end
-  if redis.call('HGET', K[1], 'state') ~= 'running' then return -1 end
+  local job = redis.call('HMGET', K[1], 'state', 'graph')
+  if job[1] ~= 'running' then return -1 end
   if redis.call('HSETNX', K[2], A[2], A[4]) == 0 then return -2 end
   local remaining = redis.call('HINCRBY', K[1], 'remaining', -1)
   redis.call('HINCRBY', K[3], A[3], 1)
@@ -66,8 +94,14 @@ local function complete_unit(K, A)
   redis.call('HINCRBY', K[8], bucket, 1)
   redis.call('HDEL', K[8], bucket - 12)
   redis.call('EXPIRE', K[8], 120)
-  redis.call('XADD', K[4], '*', 'job', A[1], 'unit', A[2], 'slave', A[3],
-             'bytes', string.len(A[4]))
+  if job[2] then
+    release_dependents({K[9], K[10], K[11]}, A[2])
+    redis.call('HINCRBY', K[1], 'pending', 1)
+    redis.call('XADD', K[12], '*', 'event', 'unit-done', 'job', A[1], 'unit', A[2])
+  else
+    redis.call('XADD', K[4], '*', 'job', A[1], 'unit', A[2], 'slave', A[3],
+               'bytes', string.len(A[4]))
+  end
   return remaining
 end
 """
@@ -75,16 +109,83 @@ COMPLETE_UNIT = COMPLETE_FN + "return complete_unit(KEYS, ARGV)"
 
 # Slave, inside a batch: the completion of one unit and the start of the next in one
 # round trip (the two steps above, each as atomic as alone).
-# KEYS[1..8] = COMPLETE_UNIT's keys   KEYS[9..15] = START_UNIT's keys
+# KEYS[1..12] = COMPLETE_UNIT's keys   KEYS[13..19] = START_UNIT's keys
 # ARGV[1..7] = COMPLETE_UNIT's args   ARGV[8..12] = START_UNIT's args
 # Returns {COMPLETE_UNIT's answer, START_UNIT's answer}.
 COMPLETE_AND_START = COMPLETE_FN + START_FN + """
 local ck, ca, sk, sa = {}, {}, {}, {}
-for i = 1, 8 do ck[i] = KEYS[i] end
-for i = 9, 15 do sk[i - 8] = KEYS[i] end
+for i = 1, 12 do ck[i] = KEYS[i] end
+for i = 13, 19 do sk[i - 12] = KEYS[i] end
 for i = 1, 7 do ca[i] = ARGV[i] end
 for i = 8, 12 do sa[i - 7] = ARGV[i] end
 return {complete_unit(ck, ca), start_unit(sk, sa)}
+"""
+
+
+# master-assign (graph jobs): add units to a running job. Each unit's record is stored
+# and counted (total, remaining); a unit whose prerequisites are all done already goes
+# on the ready list, the others wait (deps, dependents). Atomic with completions, so a
+# prerequisite that completes meanwhile is never missed.
+# KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = partials hash
+# KEYS[4] = deps hash   KEYS[5] = dependents hash   KEYS[6] = ready list
+# ARGV = index, unit record JSON, prerequisites JSON list, repeated per unit
+# Returns how many of the units are ready.
+ADD_UNITS = """
+local ready = 0
+for i = 1, #ARGV, 3 do
+  local index = ARGV[i]
+  redis.call('HSET', KEYS[2], index, ARGV[i + 1])
+  local unmet = 0
+  for _, p in ipairs(cjson.decode(ARGV[i + 2])) do
+    if redis.call('HEXISTS', KEYS[3], p) == 0 then
+      unmet = unmet + 1
+      local waiting = cjson.decode(redis.call('HGET', KEYS[5], p) or '[]')
+      table.insert(waiting, tonumber(index))
+      redis.call('HSET', KEYS[5], p, cjson.encode(waiting))
+    end
+  end
+  if unmet == 0 then
+    redis.call('RPUSH', KEYS[6], index)
+    ready = ready + 1
+  else
+    redis.call('HSET', KEYS[4], index, unmet)
+  end
+end
+local n = (#ARGV) / 3
+redis.call('HINCRBY', KEYS[1], 'total', n)
+redis.call('HINCRBY', KEYS[1], 'remaining', n)
+return ready
+"""
+
+# master-assign (graph jobs): kill units. A unit not done yet is done now, with ``nil``
+# (the encoded None in ARGV[1]) as its result: it counts as handled, is no longer held
+# by its slave (a queued copy is skipped) and releases the units waiting for it. A
+# running one is stopped by its worker when told (``rqcluster.kill``); its late
+# completion changes nothing.
+# KEYS[1] = job hash   KEYS[2] = partials hash   KEYS[3] = units hash
+# KEYS[4] = deps hash   KEYS[5] = dependents hash   KEYS[6] = ready list
+# KEYS[7] = attempts hash (gets "{unit}:killed")
+# ARGV[1] = the encoded None   ARGV[2] = slave units key prefix   ARGV[3] = job id
+# ARGV[4..] = unit indexes
+# Returns the indexes that were killed (not done before).
+KILL_UNITS = RELEASE_FN + """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return {} end
+local killed = {}
+for i = 4, #ARGV do
+  local index = ARGV[i]
+  local unit = redis.call('HGET', KEYS[3], index)
+  if unit and redis.call('HSETNX', KEYS[2], index, ARGV[1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], 'remaining', -1)
+    redis.call('HINCRBY', KEYS[1], 'killed', 1)
+    redis.call('HSET', KEYS[7], index .. ':killed', 1)
+    redis.call('SREM', ARGV[2] .. cjson.decode(unit)['s'] .. ':units', ARGV[3] .. ':' .. index)
+    redis.call('HDEL', KEYS[4], index)
+    redis.call('LREM', KEYS[6], 0, index)
+    release_dependents({KEYS[4], KEYS[5], KEYS[6]}, index)
+    table.insert(killed, tonumber(index))
+  end
+end
+return killed
 """
 
 
@@ -145,6 +246,46 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
 redis.call('HDEL', KEYS[1], 'waiting')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+return 1
+"""
+
+# master-assign (graph jobs): an event on the schedule stream was handled for a job
+# (with its effects, queued before this in the same transaction). Marked once per job, so
+# an entry delivered twice (a slow coordinator and the one that took it over) counts
+# once: the job's ``pending`` count of unhandled announcements drops only the first time.
+# KEYS[1] = job hash   KEYS[2] = the job's coordination hash   KEYS[3] = schedule stream
+# ARGV[1] = consumer group   ARGV[2] = entry id   ARGV[3] = '1' if the entry announced a
+#   unit of this job (count it off ``pending``)   ARGV[4] = '1' to acknowledge the entry
+# Returns 1 the first time, 0 for an entry handled before.
+HANDLED = """
+local first = redis.call('HSETNX', KEYS[2], 'seen:' .. ARGV[2], 1)
+if first == 1 and ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'pending', -1) end
+if ARGV[4] == '1' then
+  redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[3], ARGV[2])
+end
+return first
+"""
+
+# master-assign (graph jobs): the job is done. With ARGV[2] = '1' only if it settled:
+# every unit done (or killed) and every announcement handled (its scheduler had the last
+# word). The result was written just before, in the same transaction.
+# KEYS[1] = job hash   KEYS[2] = the job's ended list   KEYS[3] = the unfinished jobs
+#   index   KEYS[4] = running graph jobs set
+# ARGV[1] = job id   ARGV[2] = '1' to require the job settled, '0' to finish it anyway
+# Returns 1 if this call finished the job, 0 if not.
+FINISH_GRAPH = """
+local job = redis.call('HMGET', KEYS[1], 'state', 'remaining', 'pending')
+if job[1] ~= 'running' then return 0 end
+if ARGV[2] == '1' and (tonumber(job[2]) ~= 0 or tonumber(job[3] or '0') ~= 0) then
+  return 0
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'state', 'done', 'finished', t[1] + t[2] / 1000000)
+redis.call('HDEL', KEYS[1], 'waiting')
+redis.call('RPUSH', KEYS[2], 'done')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
 return 1
 """
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy  # noqa: F401 - imported once here, not once per unit
 import redis
+from rq.command import parse_payload
 from rq.worker import SimpleWorker
 
 from rqcluster import events, execute, liveness
@@ -52,6 +53,22 @@ class SlaveWorker(SimpleWorker):
         execute.configure(self.cluster.options, self.status,
                           connect(self.cluster.redis, check=False, patient=True))
         self._stop_beating = threading.Event()
+        execute.install_stop_handler()
+
+    def handle_payload(self, message: Any) -> None:
+        """RQ's command channel. ``stop-job`` names a unit ("job:unit") this worker may
+        be running: its user code is interrupted (``execute.stop_unit``). RQ's own
+        handling would kill the "work horse", which for a SimpleWorker is the worker's
+        whole process group; ``kill-horse`` is refused for the same reason."""
+        payload = parse_payload(message)
+        command = payload.get("command")
+        if command == "stop-job":
+            if execute.stop_unit(str(payload.get("job_id"))):
+                log.info("stopping unit %s", payload.get("job_id"))
+        elif command == "kill-horse":
+            log.warning("ignoring kill-horse: this worker runs units in its own process")
+        else:
+            super().handle_payload(message)
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         beater = threading.Thread(target=self._beat, name="rqcluster-heartbeat", daemon=True)

@@ -16,7 +16,7 @@ range, items by index range, functions), so kinds never see Redis keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -71,6 +71,10 @@ class Inputs(Protocol):
     def items(self, name: str, start: int, stop: int) -> list[Any]: ...
 
     def function(self, name: str) -> Callable[..., Any]: ...
+
+    def instance(self, name: str) -> Any: ...
+
+    def results(self, units: Sequence[int]) -> list[Any]: ...
 
 
 class Kind:
