@@ -9,8 +9,10 @@ from rqcluster.errors import (
     NoSuchJob,
     RQClusterError,
 )
+from rqcluster.graph import Graph
+from rqcluster.scheduler import Scheduler
 
 __version__ = "0.1.0"
 
-__all__ = ["Cluster", "ConfigError", "InputError", "JobFailed", "JobHandle", "JobTimeout",
-           "NoSuchJob", "RQClusterError", "Task", "__version__"]
+__all__ = ["Cluster", "ConfigError", "Graph", "InputError", "JobFailed", "JobHandle",
+           "JobTimeout", "NoSuchJob", "RQClusterError", "Scheduler", "Task", "__version__"]

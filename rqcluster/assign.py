@@ -77,7 +77,7 @@ class Assigner:
         if record.state is not JobState.SUBMITTED:
             self.conn.lrem(mine, 0, job_id)
             return False
-        if record.kind == "graph":  # placed unit by unit as they become ready
+        if get_kind(record.kind).coordinated:  # placed unit by unit as they become ready
             return self.coordinator.start(record, mine)
         shares = liveness.live_slaves(self.conn, self.config)
         self.starved = not shares

@@ -24,6 +24,7 @@ from rqcluster import jobs, liveness
 from rqcluster.config import ClusterConfig, config_path, load_config
 from rqcluster.connection import connect
 from rqcluster.errors import InputError, RQClusterError, SlaveWaitTimeout
+from rqcluster.functions import import_function
 from rqcluster.jobs import JobStatus
 from rqcluster.models import JobRecord, JobState
 from rqcluster.npyfile import check_output
@@ -235,6 +236,7 @@ def enqueue() -> None:
       rqcluster enqueue matmul A.npy B.npy -o C.npy
       rqcluster enqueue montecarlo --samples 100000000 --seed 1 --wait
       rqcluster enqueue map mymod:score items.jsonl --reduce sum --wait --json
+      rqcluster enqueue graph job.json --wait
     Exit status: 0 done, 1 the job failed, 2 bad input (nothing written), 3 timed out.
     """
 
@@ -283,6 +285,37 @@ def enqueue_map(ctx: CliContext, function: str, input_path: Path, reduce_: str,
     _check_output(output)
     _submit_and_report(ctx, "map", {"function": function, "items": input_path,
                                     "reduce": reduce_}, output, **wait)
+
+
+@enqueue.command("graph")
+@click.argument("job_file", metavar="JOB.json", type=click.Path(path_type=Path))
+@wait_options
+@pass_ctx
+def enqueue_graph(ctx: CliContext, job_file: Path, **wait: Any) -> None:
+    """Run a multi-stage job described by a JSON job file.
+
+    \b
+    {"node": "mymod:MyNode",
+     "scheduler": "mymod:MyScheduler",
+     "seed": 1,
+     "stages": [{"name": "sample", "task": "draw", "count": 11},
+                {"name": "merge", "task": "merge", "after": ["sample"]}]}
+
+    A unit runs its task on the results of the units it names in "after" (a
+    stage: all its units; "stage[3]": one unit; "stage[i]": the unit at the same
+    position), then its "args". Tasks are node methods, MODULE:FUNCTION, or
+    exec:PROGRAM. Modules are found next to the job file. The result is the
+    result of the last units (one value, or a list)."""
+    from rqcluster.graph import load_job_file
+    folder = str(job_file.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    parsed = load_job_file(job_file, import_function)
+    params: dict[str, Any] = {"graph": parsed.graph, "seed": parsed.seed,
+                              "description": parsed.description}
+    if parsed.scheduler:
+        params["scheduler"] = import_function(parsed.scheduler, "graph scheduler")
+    _submit_and_report(ctx, "graph", params, None, **wait)
 
 
 def _check_output(output: Path | None) -> None:

@@ -11,10 +11,10 @@ traceback; units of a job that has ended, or moved off this slave, are skipped.
 
 from __future__ import annotations
 
-import _thread
 import json
 import logging
 import signal
+import threading
 import time
 import traceback
 import weakref
@@ -102,7 +102,9 @@ def stop_unit(member: str) -> bool:
     if not _stoppable or status.unit != member:
         return False
     _stop_member = member
-    _thread.interrupt_main(STOP_SIGNAL)
+    # A real signal to the main thread (not _thread.interrupt_main): it also wakes a
+    # blocking call there (sleep, a wait on a subprocess) with EINTR.
+    signal.pthread_kill(threading.main_thread().ident or 0, STOP_SIGNAL)
     return True
 
 

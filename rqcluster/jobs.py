@@ -223,9 +223,9 @@ def end_job(conn: redis.Redis, job_id: str, state: JobState,
     ended = conn.eval(END_JOB, 3, keys.job(job_id), keys.ended(job_id), keys.UNFINISHED,
                       state.value, json.dumps(error) if error else "", job_id)
     if ended:
+        stop_job(conn, job_id)  # (before _unhold forgets who runs what)
         _unhold(conn, job_id)
         conn.srem(keys.GRAPHS, job_id)
-        stop_job(conn, job_id)
         release(conn, job_id, ttl)
         events.emit(conn, events.JOB_FAILED if state is JobState.FAILED
                     else events.JOB_CANCELLED, job=job_id,

@@ -56,6 +56,7 @@ class JobRecord:
     retries: int = 0  # unit starts beyond each unit's first
     lost: int = 0  # unit runs lost with a worker that died
     moved: int = 0  # units moved off a slave that lost them
+    killed: int = 0  # units of a graph job killed by its scheduler (done without running)
 
     @property
     def done_units(self) -> int:
@@ -107,7 +108,7 @@ class JobRecord:
                          if k.startswith("fetched:")},
                 total=None if total is None else int(total),
                 retries=int(f.get("retries", 0)), lost=int(f.get("lost", 0)),
-                moved=int(f.get("moved", 0)),
+                moved=int(f.get("moved", 0)), killed=int(f.get("killed", 0)),
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e

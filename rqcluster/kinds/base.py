@@ -87,6 +87,9 @@ class Kind:
     # assemble them block by block: the result's bytes never pass through the combiner,
     # and ``result -o`` streams them into the file. ``result_layout`` gives dtype and shape.
     stacked: ClassVar[bool] = False
+    # True for a kind whose units master-assign's coordinator adds and places as they
+    # become ready (``graph``) instead of ``split``; its jobs end without ``combine``.
+    coordinated: ClassVar[bool] = False
 
     def prepare(self, **params: Any) -> Prepared:
         raise NotImplementedError

@@ -13,6 +13,7 @@ instance per slave and job), a function shipped with the job, or ``exec:PROGRAM`
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ def task_input(task: str) -> str:
 class GraphKind(Kind):
     name = "graph"
     help = "a multi-stage job: units that take earlier units' results, optional scheduler"
+    coordinated = True
 
     def prepare(self, **params: Any) -> Prepared:
         self.check_params(params, ("graph",), ("scheduler", "seed", "description"))
@@ -64,6 +66,12 @@ class GraphKind(Kind):
             inputs["scheduler"] = Function(pack_function(scheduler, "graph scheduler"),
                                            describe(scheduler))
             out["scheduler"] = describe(scheduler)
+        seed = params.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or not 0 <= seed < 2**63):
+            raise InputError(f"graph: seed must be a whole number from 0 to 2**63-1, "
+                             f"got {seed!r}")
+        out["seed"] = secrets.randbits(63) if seed is None else seed
         if params.get("description"):
             out["description"] = str(params["description"])
         return Prepared(params=out, inputs=inputs)
