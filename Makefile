@@ -8,7 +8,7 @@ test:
 	python3 dev.py test
 
 lint:
-	.venv/bin/pip install -q -e ".[test,dev]" && .venv/bin/ruff check rqcluster workers tests benchmarks && .venv/bin/mypy rqcluster workers benchmarks
+	.venv/bin/pip install -q -e ".[test,dev]" && .venv/bin/ruff check rqcluster workers tests benchmarks examples && .venv/bin/mypy rqcluster workers benchmarks
 
 # A longer chaos run (MINUTES=10 by default): random kills of slaves, master, redis.
 soak:

@@ -466,6 +466,8 @@ def _print_status(st: JobStatus) -> None:
     if r.retries or r.lost or r.moved:
         click.echo(f"  faults     {r.moved} units moved off slaves that lost them, {r.lost} "
                    f"runs lost with a dead worker, {r.retries} retries")
+    if r.killed:
+        click.echo(f"  killed     {r.killed} units (by the job's scheduler)")
     if r.fetched:
         click.echo("  fetched    " + ", ".join(f"{name} x{n}" for name, n in r.fetched.items())
                    + "  (whole inputs, once per slave process)")

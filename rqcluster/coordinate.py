@@ -205,7 +205,7 @@ class Coordinator:
             record = get_record(self.conn, job_id)
         except RQClusterError:
             return
-        if record.state is JobState.RUNNING:
+        if record.state is JobState.RUNNING and record.params.get("scheduler"):
             hook = "slave_joined" if event == "slave-joined" else "slave_died"
             self._apply_hook(record, entry_id, hook, slave, done=False)
             self.place_ready(job_id)

@@ -270,7 +270,8 @@ def detail(j: JobView) -> Text:
         return cut(j.error, "red")
     if j.waiting:
         return cut(j.waiting, "yellow")
-    return cut(" ".join(f"{s} {n}" for s, n in j.per_slave.items()))
+    killed = f"killed {j.killed} " if j.killed else ""
+    return cut(killed + " ".join(f"{s} {n}" for s, n in j.per_slave.items()))
 
 
 def sparkline(values: tuple[int, ...], peak: int) -> str:

@@ -124,6 +124,7 @@ class JobView:
     moved: int | None = None    # units moved off a dead slave (queued or running)
     error: str | None = None
     waiting: str | None = None
+    killed: int = 0             # graph jobs: units its scheduler killed
 
     @property
     def terminal(self) -> bool:
@@ -477,8 +478,7 @@ def _job_view(r: JobRecord, fields: dict[str, str], per_slave: dict[str, int],
                    total=r.total, done=r.done_units, submitted=r.submitted, started=r.started,
                    finished=r.finished, elapsed=max(0.0, end - r.submitted), rate=rate,
                    eta=eta, per_slave=per_slave, retries=retries, lost=lost, moved=moved,
-                   error=error,
-                   waiting=r.waiting)
+                   error=error, waiting=r.waiting, killed=r.killed)
 
 
 def _stream(raw: tuple[Any, Any, Any, Any], ttl: float) -> StreamView:

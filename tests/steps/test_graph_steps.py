@@ -204,3 +204,38 @@ def test_bad_graphs_are_refused_before_anything_is_written(redis_conn, config):
         enqueue.validate("graph", config, graph=Graph())
     assert redis_conn.dbsize() == len(redis_conn.keys("rqc:slave:*")) + \
         len(redis_conn.keys("rqc:schedule*")) + len(redis_conn.keys("rqc:slaves"))
+
+
+class Watcher(Scheduler):
+    """Records the slaves it hears about; finishes with them when its unit is done."""
+
+    def init(self, seed):
+        self.joined, self.died = [], []
+        self.unit = self.start_unit(self.task_name, 1)
+
+    def slave_joined(self, name):
+        self.joined.append(name)
+
+    def slave_died(self, name):
+        self.died.append(name)
+
+    def unit_done(self, unit, value):
+        self.finish({"joined": self.joined, "died": self.died})
+
+
+def test_slaves_joining_and_dying_reach_the_hooks_once(redis_conn, config):
+    g = Graph()
+    Watcher.task_name = g.task(constant)
+    job_id, coordinator = start(redis_conn, config, graph=g, scheduler=Watcher)
+    coordinator.sweep()  # s1 and s2 are live: first seen now
+    coordinator.sweep()  # nothing changed: nothing announced again
+    while coordinator.step(block_ms=10):
+        pass
+    slave = placed(redis_conn, job_id)[0].slave
+    other = "s2" if slave == "s1" else "s1"
+    redis_conn.delete(keys.heartbeat(other))
+    Coordinator(redis_conn, config, "restarted").sweep()  # a new coordinator, same memory
+    while coordinator.step(block_ms=10):
+        pass
+    run(redis_conn, coordinator, job_id, 0)
+    assert get_result(redis_conn, job_id) == {"joined": ["s1", "s2"], "died": [other]}
