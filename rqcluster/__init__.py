@@ -9,8 +9,10 @@ from rqcluster.errors import (
     NoSuchJob,
     RQClusterError,
 )
+from rqcluster.seeding import current_seed as unit_seed
+from rqcluster.seeding import unit_rng
 
 __version__ = "0.1.0"
 
 __all__ = ["Cluster", "ConfigError", "InputError", "JobFailed", "JobHandle", "JobTimeout",
-           "NoSuchJob", "RQClusterError", "Task", "__version__"]
+           "NoSuchJob", "RQClusterError", "Task", "__version__", "unit_rng", "unit_seed"]

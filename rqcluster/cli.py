@@ -210,6 +210,9 @@ def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool)
 
 def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every `enqueue KIND` shares, added once."""
+    f = click.option("--seed", type=int, metavar="N",
+                     help="The job seed every unit's random stream derives from (default: "
+                          "random; shown by status and --json).")(f)
     f = click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
                      help="With --wait: give up waiting after this long (exit 3; the job "
                           "goes on).")(f)
@@ -254,16 +257,15 @@ def enqueue_matmul(ctx: CliContext, a: Path, b: Path, output: Path | None, **wai
 
 @enqueue.command("montecarlo")
 @click.option("--samples", required=True, type=int, metavar="N", help="Random points to draw.")
-@click.option("--seed", type=int, help="Seed (default: random, printed with the result).")
 @click.option("--unit-samples", type=int, metavar="N",
               help="Points per unit (default 4,194,304; independent of the cluster).")
 @wait_options
 @pass_ctx
-def enqueue_montecarlo(ctx: CliContext, samples: int, seed: int | None,
-                       unit_samples: int | None, **wait: Any) -> None:
-    """Estimate pi from N random points; the same seed gives the same answer anywhere."""
-    _submit_and_report(ctx, "montecarlo", {"samples": samples, "seed": seed,
-                                           "unit_samples": unit_samples}, None, **wait)
+def enqueue_montecarlo(ctx: CliContext, samples: int, unit_samples: int | None,
+                       **wait: Any) -> None:
+    """Estimate pi from N random points; the same --seed gives the same answer anywhere."""
+    _submit_and_report(ctx, "montecarlo", {"samples": samples, "unit_samples": unit_samples},
+                       None, **wait)
 
 
 @enqueue.command("map")
@@ -292,10 +294,11 @@ def _check_output(output: Path | None) -> None:
 
 def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                        output: Path | None, wait: bool, as_json: bool,
-                       timeout: float | None, wait_for_slaves: float) -> None:
+                       timeout: float | None, wait_for_slaves: float,
+                       seed: int | None) -> None:
     from rqcluster import enqueue
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
-    job = enqueue.validate(kind, ctx.config, **params)
+    job = enqueue.validate(kind, ctx.config, seed=seed, **params)
     slaves_live = _look_for_slaves(ctx, wait_for_slaves)
     job_id = enqueue.write(ctx.conn, job, cluster_key(ctx.config))
     if not slaves_live:
@@ -304,10 +307,10 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                    "waits until one starts (rqcluster node --mode slave --name NAME)",
                    err=True)
     if not wait and output is None:
-        click.echo(json.dumps({"job": job_id}) if as_json else job_id)
+        click.echo(json.dumps({"job": job_id, "seed": job.seed}) if as_json else job_id)
         return
     if not as_json:
-        click.echo(f"submitted job {job_id}", err=True)
+        click.echo(f"submitted job {job_id} (seed {job.seed})", err=True)
     _wait_and_show(ctx, job_id, output, as_json, timeout)
 
 
@@ -341,12 +344,14 @@ def _show_result(ctx: CliContext, record: JobRecord, output: Path | None,
     if record.state is not JobState.DONE:
         if as_json:
             click.echo(json.dumps({"job": record.id, "state": record.state.value,
-                                   "error": record.error, "elapsed": elapsed}))
+                                   "error": record.error, "elapsed": elapsed,
+                                   "seed": record.seed}))
         jobs.raise_for_state(record)
     value = jobs.get_result(ctx.conn, record.id, out=output)
     if as_json:
         click.echo(json.dumps({"job": record.id, "state": "done", "elapsed": round(elapsed, 6),
-                               "params": record.params, "result": _jsonable(value, output)}))
+                               "params": record.params, "seed": record.seed,
+                               "result": _jsonable(value, output)}))
         return
     if isinstance(value, jobs.ArrayFile):
         click.echo(f"wrote {value.path} ({_shape(value.shape)} {value.dtype})", err=True)
@@ -428,6 +433,8 @@ def _print_status(st: JobStatus) -> None:
     end = r.finished or time.time()
     click.echo(f"  submitted  {_when(r.submitted)}  ({end - r.submitted:.2f} s "
                f"{'in all' if r.finished else 'so far'})")
+    if r.seed is not None:
+        click.echo(f"  seed       {r.seed}")
     if st.per_slave:
         click.echo("  slaves     " + ", ".join(f"{s}: {n}" for s, n in st.per_slave.items()))
     if r.retries or r.lost or r.moved:

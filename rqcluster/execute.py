@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from rqcluster import codec, jobdata, keys, liveness
+from rqcluster import codec, jobdata, keys, liveness, seeding
 from rqcluster.config import Options
 from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import end_job
@@ -160,7 +160,8 @@ class _Batch:
                 jobdata.forget(job_id)
                 outcome = f"skipped: job {job_id} is {why}"
             return outcome, self._start_next(following)
-        _, kind_name, params_raw, unit_raw, attempt = answer
+        kind_name, params_raw, unit_raw, attempt = answer[1:5]
+        job_seed = int(answer[5]) if len(answer) > 5 and answer[5] is not None else None
         unit = UnitRecord.decode(unit_raw)
         if attempt > 1:
             log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
@@ -168,8 +169,9 @@ class _Batch:
         try:
             verify_unit(job_id, kind_name.decode(), unit)  # a forged spec is refused unused
             kind = get_kind(kind_name.decode())
-            value = kind.process(unit.spec, json.loads(params_raw),
-                                 jobdata.JobInputs(self.conn, job_id))
+            with seeding.unit_context(job_id, index, job_seed):  # unit_rng() for any kind
+                value = kind.process(unit.spec, json.loads(params_raw),
+                                     jobdata.JobInputs(self.conn, job_id))
             partial = codec.encode(value, f"the partial of unit {index}")
             if len(partial) > MAX_PARTIAL_BYTES:
                 raise InputError(f"unit {index}'s partial is {len(partial) / 2**20:.0f} MiB; "

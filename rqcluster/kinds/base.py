@@ -83,6 +83,9 @@ class Kind:
     # assemble them block by block: the result's bytes never pass through the combiner,
     # and ``result -o`` streams them into the file. ``result_layout`` gives dtype and shape.
     stacked: ClassVar[bool] = False
+    # True when the kind takes the job seed as its ``seed`` parameter (montecarlo): the
+    # seed the user gives, or the random one chosen at submit, is passed to ``prepare``.
+    seeded: ClassVar[bool] = False
 
     def prepare(self, **params: Any) -> Prepared:
         raise NotImplementedError
