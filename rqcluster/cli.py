@@ -238,6 +238,7 @@ def enqueue() -> None:
       rqcluster enqueue matmul A.npy B.npy -o C.npy
       rqcluster enqueue montecarlo --samples 100000000 --seed 1 --wait
       rqcluster enqueue map mymod:score items.jsonl --reduce sum --wait --json
+      rqcluster enqueue map --exec ./score.sh items.jsonl --reduce sum --wait
     Exit status: 0 done, 1 the job failed, 2 bad input (nothing written), 3 timed out.
     """
 
@@ -269,22 +270,43 @@ def enqueue_montecarlo(ctx: CliContext, samples: int, unit_samples: int | None,
 
 
 @enqueue.command("map")
-@click.argument("function", metavar="MODULE:FUNCTION")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1, metavar="[MODULE:FUNCTION] INPUT")
+@click.option("--exec", "program", metavar="PROGRAM",
+              help="Run PROGRAM (any language) once per unit instead of a function: items "
+                   "as JSON lines on its stdin, one JSON line per item on its stdout "
+                   "(docs/protocol.md). A path (./score.sh) is shipped with the job, signed; "
+                   "a bare command (awk ...) must exist on the slaves.")
+@click.option("--exec-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --exec: kill the program after this long and fail the job "
+                   "[default: 90% of the cluster's unit-timeout].")
 @click.option("--reduce", "reduce_", default="list", show_default=True,
               metavar="sum|list|MODULE:FUNCTION", help="How to combine the results.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write an array result to this .npy file (implies --wait).")
 @wait_options
 @pass_ctx
-def enqueue_map(ctx: CliContext, function: str, input_path: Path, reduce_: str,
-                output: Path | None, **wait: Any) -> None:
-    """Apply MODULE:FUNCTION to every item of INPUT (.jsonl lines or .npy rows).
+def enqueue_map(ctx: CliContext, args: tuple[str, ...], program: str | None,
+                exec_timeout: float | None, reduce_: str, output: Path | None,
+                **wait: Any) -> None:
+    """Apply MODULE:FUNCTION (or, with --exec, a program) to every item of INPUT
+    (.jsonl lines or .npy rows).
 
     The function is shipped by value: slaves need none of your code installed."""
     _check_output(output)
-    _submit_and_report(ctx, "map", {"function": function, "items": input_path,
-                                    "reduce": reduce_}, output, **wait)
+    what: dict[str, Any]
+    if program is not None:
+        if len(args) != 1:
+            raise click.UsageError("give MODULE:FUNCTION or --exec PROGRAM, not both"
+                                   if len(args) > 1 else "missing argument INPUT")
+        what = {"program": program, "timeout": exec_timeout}
+    elif len(args) != 2:
+        raise click.UsageError("expected MODULE:FUNCTION INPUT (or --exec PROGRAM INPUT)")
+    elif exec_timeout is not None:
+        raise click.UsageError("--exec-timeout goes with --exec only")
+    else:
+        what = {"function": args[0]}
+    _submit_and_report(ctx, "map", {**what, "items": Path(args[-1]), "reduce": reduce_},
+                       output, **wait)
 
 
 def _check_output(output: Path | None) -> None:

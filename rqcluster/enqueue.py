@@ -19,7 +19,7 @@ import redis
 from rqcluster import envelope, events, keys, seeding, store
 from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, ClusterConfig, current
 from rqcluster.errors import InputError
-from rqcluster.kinds import Function, Items, Prepared, get_kind
+from rqcluster.kinds import Function, Items, Prepared, Program, get_kind
 from rqcluster.models import JobRecord, JobState
 from rqcluster.secret import cluster_key
 
@@ -38,7 +38,7 @@ def input_size(value: Any) -> int:
         return int(value.nbytes)
     if isinstance(value, Items):
         return sum(len(line) for line in value.lines) + 8 * (len(value.lines) + 1)
-    if isinstance(value, Function):
+    if isinstance(value, Function | Program):
         return len(value.blob)
     raise TypeError(f"unknown input type {type(value).__name__}")
 
@@ -109,8 +109,9 @@ def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str
             store.put_array(pipe, base, value)
         elif isinstance(value, Items):
             store.put_items(pipe, base, value.lines, fmt=value.format)
-        else:
-            ctx = envelope.Context(f"function:{name}", job_id, "", job.kind)
+        else:  # code (a pickled function, a program file): sealed, bound to this job
+            what = "program" if isinstance(value, Program) else "function"
+            ctx = envelope.Context(f"{what}:{name}", job_id, "", job.kind)
             store.put_blob(pipe, base, envelope.seal(key, ctx, value.blob, compress=True))
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})

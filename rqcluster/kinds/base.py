@@ -43,7 +43,16 @@ class Function:
     name: str
 
 
-InputValue = np.ndarray | Items | Function
+@dataclass(frozen=True)
+class Program:
+    """A program file shipped with the job (a script or an executable): its bytes, sealed
+    at submit like a function and verified on the slave before it is written and run."""
+
+    blob: bytes
+    name: str
+
+
+InputValue = np.ndarray | Items | Function | Program
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class Inputs(Protocol):
     def items(self, name: str, start: int, stop: int) -> list[Any]: ...
 
     def function(self, name: str) -> Callable[..., Any]: ...
+
+    def program(self, name: str) -> bytes: ...
 
 
 class Kind:
