@@ -14,7 +14,8 @@ Two halves:
   program file named by a path (``./score.sh``), read here and shipped with the job in a
   signed envelope like a function (``rqcluster.enqueue``);
 - slave side, ``program_command`` (the command to run, a shipped file written into a
-  private 0700 directory only after its signature was checked) and ``run_program``.
+  private 0700 directory only after its signature was checked) and ``run_program``;
+  ``run_unit_program`` does both for the unit being run, with its seed.
 
 ``run_program`` knows nothing of jobs or Redis: a graph stage can call it as it is.
 """
@@ -37,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from rqcluster import seeding
 from rqcluster.config import DEFAULT_PASSWORD_ENV, current
 from rqcluster.errors import InputError, ProcessorError
 from rqcluster.secret import SECRET_ENV
@@ -151,6 +153,17 @@ def program_command(spec: dict[str, Any], fetch: Callable[[], bytes]
         yield argv, workdir
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_unit_program(spec: dict[str, Any], items: list[Any], timeout: float,
+                     fetch: Callable[[], bytes]) -> list[Any]:
+    """Run ``prepare_program``'s ``spec`` over the items of the unit being run (inside
+    ``seeding.unit_context``, as every kind's ``process`` is): its seed, job and index in
+    the environment, a shipped file fetched (and verified) with ``fetch``."""
+    unit = seeding.current_unit()
+    env = unit_environment(unit.job, unit.index, unit.seed)
+    with program_command(spec, fetch) as (argv, workdir):
+        return run_program(argv, items, env, timeout, cwd=workdir)
 
 
 def run_program(command: list[str], items: list[Any], env: dict[str, str], timeout: float,

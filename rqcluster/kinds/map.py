@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rqcluster import codec, placement, processor, seeding
+from rqcluster import codec, placement, processor
 from rqcluster.config import Options
 from rqcluster.errors import InputError
 from rqcluster.functions import describe, import_function, pack_function
@@ -143,12 +143,8 @@ def _prepare_program(program: Any, params: Mapping[str, Any],
 
 def _run_program(params: Mapping[str, Any], inputs: Inputs, items: list[Any]) -> list[Any]:
     """Run the job's program over one unit's items (``rqcluster.processor``)."""
-    unit = seeding.current_unit()
-    env = processor.unit_environment(unit.job, unit.index, unit.seed)
-    with processor.program_command(params["program"],
-                                   lambda: inputs.program(processor.PROGRAM_INPUT)) as (argv,
-                                                                                       cwd):
-        return processor.run_program(argv, items, env, params["timeout"], cwd=cwd)
+    return processor.run_unit_program(params["program"], items, params["timeout"],
+                                      lambda: inputs.program(processor.PROGRAM_INPUT))
 
 
 def _reducer(params: Mapping[str, Any], inputs: Inputs) -> Callable[[Any, Any], Any]:

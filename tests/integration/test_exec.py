@@ -82,6 +82,9 @@ def test_a_shipped_awk_script_maps_npy_rows_with_each_unit_s_seed(cluster: NodeC
     assert [t[0] for t in tags] == sorted(t[0] for t in tags)
     for unit, seed in set(tags):
         assert seed == str(seeding.unit_seed(77, unit))
+    shown = cluster.cli("status", out["job"])
+    assert "seed       77" in shown.stdout, describe(shown)
+    assert json.loads(cluster.cli("status", out["job"], "--json").stdout)["seed"] == 77
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")

@@ -17,6 +17,7 @@ import pytest
 
 from rqcluster import processor
 from rqcluster.errors import InputError, ProcessorError
+from rqcluster.kinds import KINDS, Program
 from rqcluster.processor import prepare_program, program_command, run_program
 
 # Doubles each number: one output line per input line, as the protocol asks.
@@ -151,3 +152,33 @@ def test_a_shipped_program_that_fails_verification_is_never_written(tmp_path: Pa
         pytest.fail("the body must not run")
     after = set(os.listdir(tempfile.gettempdir()))
     assert not {n for n in after - before if n.startswith("rqcluster-unit-")}
+
+
+# --- the map kind's program parameters -------------------------------------------------------
+
+def test_map_ships_a_program_file_and_bounds_its_timeout_by_the_unit_timeout(
+        tmp_path: Path) -> None:
+    script = tmp_path / "score.sh"
+    script.write_bytes(b"#!/bin/sh\ncat\n")
+    kind = KINDS["map"]
+    prepared = kind.prepare(program=str(script), items=[1, 2], unit_timeout=100)
+    assert prepared.params["program"]["shipped"] is True
+    assert prepared.params["timeout"] == 90.0
+    shipped = prepared.inputs[processor.PROGRAM_INPUT]
+    assert isinstance(shipped, Program) and shipped.blob == b"#!/bin/sh\ncat\n"
+    assert "function" not in prepared.inputs
+    bare = kind.prepare(program="cat", items=[1], timeout=5, unit_timeout=100)
+    assert bare.params["timeout"] == 5.0 and not bare.inputs.get(processor.PROGRAM_INPUT)
+
+
+@pytest.mark.parametrize(("params", "fragment"), [
+    ({"function": abs, "program": "cat"}, "not both"),
+    ({}, "function is required (or a program"),
+    ({"function": abs, "timeout": 5}, "timeout applies to a program"),
+    ({"program": "cat", "timeout": 0}, "timeout must be"),
+    ({"program": "cat", "timeout": 200, "unit_timeout": 100}, "unit-timeout"),
+])
+def test_map_refuses_a_bad_program_request(params: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InputError) as info:
+        KINDS["map"].prepare(items=[1], **params)
+    assert fragment in str(info.value)
