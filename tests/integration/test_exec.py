@@ -117,8 +117,8 @@ FAILURES = [
                  id="wrong-line-count"),
     pytest.param(["sh", "-c", "while read x; do echo \"value $x\"; done"], {},
                  ["output line 1 is not valid JSON", "value"], id="invalid-json"),
-    pytest.param(["sh", "-c", "echo 'thinking' >&2; sleep 60"], {"timeout": 1},
-                 ["ran past its timeout of 1 s", "thinking"], id="timeout"),
+    pytest.param(["sh", "-c", "echo 'thinking' >&2; sleep 60"], {"timeout": 2},
+                 ["ran past its timeout of 2 s", "thinking"], id="timeout"),
     pytest.param(["no-such-program-rqcluster", "--fast"], {},
                  ["'no-such-program-rqcluster' not found on this slave"], id="missing-program"),
 ]

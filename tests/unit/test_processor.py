@@ -81,8 +81,8 @@ def test_a_program_that_breaks_the_protocol_is_a_clear_error(command: list[str],
 
 def test_a_program_past_its_timeout_is_killed_with_its_children() -> None:
     with pytest.raises(ProcessorError) as info:
-        run_program(sh("echo 'warming up' >&2; sleep 60 & wait"), [1], {}, timeout=0.5)
-    assert "ran past its timeout of 0.5 s" in str(info.value)
+        run_program(sh("echo 'warming up' >&2; sleep 60 & wait"), [1], {}, timeout=2)
+    assert "ran past its timeout of 2 s" in str(info.value)
     assert "warming up" in str(info.value)
 
 
