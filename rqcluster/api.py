@@ -50,14 +50,17 @@ class Cluster:
         return self._conn
 
     def submit(self, kind: str, out: str | os.PathLike[str] | None = None,
-               **params: Any) -> JobHandle:
+               seed: int | None = None, **params: Any) -> JobHandle:
         """Validate and submit a job; nothing is written if it is refused.
 
         ``out`` (a .npy path on this machine) makes ``result()`` write the array there and
-        return the path instead of the array."""
+        return the path instead of the array. ``seed`` is the job seed every unit's
+        ``rqcluster.unit_rng()`` derives from (default: random; ``handle.seed`` tells).
+        ``submit("map", program="./score.sh", items=...)`` runs a program in any language
+        over the items (``docs/protocol.md``)."""
         if out is not None:
             check_output(out, "out")
-        job = enqueue.validate(kind, self.config, **params)
+        job = enqueue.validate(kind, self.config, seed=seed, **params)
         job_id = enqueue.write(self.conn, job, cluster_key(self.config))
         return JobHandle(self, job_id, out=out)
 
@@ -87,6 +90,11 @@ class JobHandle:
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
+
+    @property
+    def seed(self) -> int | None:
+        """The job seed (None for a job recorded before jobs had seeds)."""
+        return jobs.get_record(self.cluster.conn, self.id).seed
 
     def status(self) -> JobStatus:
         return jobs.get_status(self.cluster.conn, self.id)
@@ -130,19 +138,20 @@ class Task:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def submit(self, x: Any) -> JobHandle:
+    def submit(self, x: Any, seed: int | None = None) -> JobHandle:
         """Run ``f(x)`` on a slave; the handle's result is the return value."""
-        handle = self.cluster.submit("map", function=self.fn, items=[x], reduce="list")
+        handle = self.cluster.submit("map", function=self.fn, items=[x], reduce="list",
+                                     seed=seed)
         handle._transform = lambda values: values[0]
         return handle
 
-    def compute(self, x: Any, timeout: float | None = None) -> Any:
+    def compute(self, x: Any, timeout: float | None = None, seed: int | None = None) -> Any:
         """``f(x)``, computed on a slave."""
-        return self.submit(x).result(timeout)
+        return self.submit(x, seed=seed).result(timeout)
 
     def map(self, items: Iterable[Any] | Any, reduce: str | Callable[[Any, Any], Any] = "list",
-            timeout: float | None = None) -> Any:
+            timeout: float | None = None, seed: int | None = None) -> Any:
         """``f`` over every item (batched into units), reduced by ``"list"``, ``"sum"`` or a
-        function of two arguments."""
-        return self.cluster.submit("map", function=self.fn, items=items,
-                                   reduce=reduce).result(timeout)
+        function of two arguments; ``seed`` makes ``rqcluster.unit_rng()`` reproducible."""
+        return self.cluster.submit("map", function=self.fn, items=items, reduce=reduce,
+                                   seed=seed).result(timeout)

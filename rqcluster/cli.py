@@ -211,6 +211,9 @@ def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool)
 
 def wait_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options every `enqueue KIND` shares, added once."""
+    f = click.option("--seed", type=int, metavar="N",
+                     help="The job seed every unit's random stream derives from (default: "
+                          "random; shown by status and --json).")(f)
     f = click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
                      help="With --wait: give up waiting after this long (exit 3; the job "
                           "goes on).")(f)
@@ -236,6 +239,7 @@ def enqueue() -> None:
       rqcluster enqueue matmul A.npy B.npy -o C.npy
       rqcluster enqueue montecarlo --samples 100000000 --seed 1 --wait
       rqcluster enqueue map mymod:score items.jsonl --reduce sum --wait --json
+      rqcluster enqueue map --exec ./score.sh items.jsonl --reduce sum --wait
       rqcluster enqueue graph job.json --wait
     Exit status: 0 done, 1 the job failed, 2 bad input (nothing written), 3 timed out.
     """
@@ -256,35 +260,55 @@ def enqueue_matmul(ctx: CliContext, a: Path, b: Path, output: Path | None, **wai
 
 @enqueue.command("montecarlo")
 @click.option("--samples", required=True, type=int, metavar="N", help="Random points to draw.")
-@click.option("--seed", type=int, help="Seed (default: random, printed with the result).")
 @click.option("--unit-samples", type=int, metavar="N",
               help="Points per unit (default 4,194,304; independent of the cluster).")
 @wait_options
 @pass_ctx
-def enqueue_montecarlo(ctx: CliContext, samples: int, seed: int | None,
-                       unit_samples: int | None, **wait: Any) -> None:
-    """Estimate pi from N random points; the same seed gives the same answer anywhere."""
-    _submit_and_report(ctx, "montecarlo", {"samples": samples, "seed": seed,
-                                           "unit_samples": unit_samples}, None, **wait)
+def enqueue_montecarlo(ctx: CliContext, samples: int, unit_samples: int | None,
+                       **wait: Any) -> None:
+    """Estimate pi from N random points; the same --seed gives the same answer anywhere."""
+    _submit_and_report(ctx, "montecarlo", {"samples": samples, "unit_samples": unit_samples},
+                       None, **wait)
 
 
 @enqueue.command("map")
-@click.argument("function", metavar="MODULE:FUNCTION")
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1, metavar="[MODULE:FUNCTION] INPUT")
+@click.option("--exec", "program", metavar="PROGRAM",
+              help="Run PROGRAM (any language) once per unit instead of a function: items "
+                   "as JSON lines on its stdin, one JSON line per item on its stdout "
+                   "(docs/protocol.md). A path (./score.sh) is shipped with the job, signed; "
+                   "a bare command (awk ...) must exist on the slaves.")
+@click.option("--exec-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="With --exec: kill the program after this long and fail the job "
+                   "[default: 90% of the cluster's unit-timeout].")
 @click.option("--reduce", "reduce_", default="list", show_default=True,
               metavar="sum|list|MODULE:FUNCTION", help="How to combine the results.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write an array result to this .npy file (implies --wait).")
 @wait_options
 @pass_ctx
-def enqueue_map(ctx: CliContext, function: str, input_path: Path, reduce_: str,
-                output: Path | None, **wait: Any) -> None:
-    """Apply MODULE:FUNCTION to every item of INPUT (.jsonl lines or .npy rows).
+def enqueue_map(ctx: CliContext, args: tuple[str, ...], program: str | None,
+                exec_timeout: float | None, reduce_: str, output: Path | None,
+                **wait: Any) -> None:
+    """Apply MODULE:FUNCTION (or, with --exec, a program) to every item of INPUT
+    (.jsonl lines or .npy rows).
 
     The function is shipped by value: slaves need none of your code installed."""
     _check_output(output)
-    _submit_and_report(ctx, "map", {"function": function, "items": input_path,
-                                    "reduce": reduce_}, output, **wait)
+    what: dict[str, Any]
+    if program is not None:
+        if len(args) != 1:
+            raise click.UsageError("give MODULE:FUNCTION or --exec PROGRAM, not both"
+                                   if len(args) > 1 else "missing argument INPUT")
+        what = {"program": program, "timeout": exec_timeout}
+    elif len(args) != 2:
+        raise click.UsageError("expected MODULE:FUNCTION INPUT (or --exec PROGRAM INPUT)")
+    elif exec_timeout is not None:
+        raise click.UsageError("--exec-timeout goes with --exec only")
+    else:
+        what = {"function": args[0]}
+    _submit_and_report(ctx, "map", {**what, "items": Path(args[-1]), "reduce": reduce_},
+                       output, **wait)
 
 
 @enqueue.command("graph")
@@ -304,17 +328,20 @@ def enqueue_graph(ctx: CliContext, job_file: Path, **wait: Any) -> None:
     A unit runs its task on the results of the units it names in "after" (a
     stage: all its units; "stage[3]": one unit; "stage[i]": the unit at the same
     position), then its "args". Tasks are node methods, MODULE:FUNCTION, or
-    exec:PROGRAM. Modules are found next to the job file. The result is the
-    result of the last units (one value, or a list)."""
+    exec:PROGRAM (docs/protocol.md; list in "programs" those only a scheduler
+    starts). Modules are found next to the job file. The result is the result
+    of the last units (one value, or a list)."""
     from rqcluster.graph import load_job_file
     folder = str(job_file.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
     parsed = load_job_file(job_file, import_function)
-    params: dict[str, Any] = {"graph": parsed.graph, "seed": parsed.seed,
-                              "description": parsed.description}
+    params: dict[str, Any] = {"graph": parsed.graph, "description": parsed.description,
+                              "programs": parsed.programs}
     if parsed.scheduler:
         params["scheduler"] = import_function(parsed.scheduler, "graph scheduler")
+    if wait["seed"] is None:  # --seed wins over the file's
+        wait["seed"] = parsed.seed
     _submit_and_report(ctx, "graph", params, None, **wait)
 
 
@@ -325,10 +352,11 @@ def _check_output(output: Path | None) -> None:
 
 def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                        output: Path | None, wait: bool, as_json: bool,
-                       timeout: float | None, wait_for_slaves: float) -> None:
+                       timeout: float | None, wait_for_slaves: float,
+                       seed: int | None) -> None:
     from rqcluster import enqueue
     _ = ctx.config  # a bad config is refused first, then bad input, then a dead broker
-    job = enqueue.validate(kind, ctx.config, **params)
+    job = enqueue.validate(kind, ctx.config, seed=seed, **params)
     slaves_live = _look_for_slaves(ctx, wait_for_slaves)
     job_id = enqueue.write(ctx.conn, job, cluster_key(ctx.config))
     if not slaves_live:
@@ -337,10 +365,10 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
                    "waits until one starts (rqcluster node --mode slave --name NAME)",
                    err=True)
     if not wait and output is None:
-        click.echo(json.dumps({"job": job_id}) if as_json else job_id)
+        click.echo(json.dumps({"job": job_id, "seed": job.seed}) if as_json else job_id)
         return
     if not as_json:
-        click.echo(f"submitted job {job_id}", err=True)
+        click.echo(f"submitted job {job_id} (seed {job.seed})", err=True)
     _wait_and_show(ctx, job_id, output, as_json, timeout)
 
 
@@ -374,12 +402,14 @@ def _show_result(ctx: CliContext, record: JobRecord, output: Path | None,
     if record.state is not JobState.DONE:
         if as_json:
             click.echo(json.dumps({"job": record.id, "state": record.state.value,
-                                   "error": record.error, "elapsed": elapsed}))
+                                   "error": record.error, "elapsed": elapsed,
+                                   "seed": record.seed}))
         jobs.raise_for_state(record)
     value = jobs.get_result(ctx.conn, record.id, out=output)
     if as_json:
         click.echo(json.dumps({"job": record.id, "state": "done", "elapsed": round(elapsed, 6),
-                               "params": record.params, "result": _jsonable(value, output)}))
+                               "params": record.params, "seed": record.seed,
+                               "result": _jsonable(value, output)}))
         return
     if isinstance(value, jobs.ArrayFile):
         click.echo(f"wrote {value.path} ({_shape(value.shape)} {value.dtype})", err=True)
@@ -461,6 +491,8 @@ def _print_status(st: JobStatus) -> None:
     end = r.finished or time.time()
     click.echo(f"  submitted  {_when(r.submitted)}  ({end - r.submitted:.2f} s "
                f"{'in all' if r.finished else 'so far'})")
+    if r.seed is not None:
+        click.echo(f"  seed       {r.seed}")
     if st.per_slave:
         click.echo("  slaves     " + ", ".join(f"{s}: {n}" for s, n in st.per_slave.items()))
     if r.retries or r.lost or r.moved:

@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import redis
 
-from rqcluster import codec, envelope, events, keys, liveness, rqjobs, store
+from rqcluster import codec, envelope, events, keys, liveness, rqjobs, seeding, store
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.functions import pack_object, unpack_object
@@ -138,8 +138,7 @@ class Coordinator:
         return True
 
     def seed(self, record: JobRecord) -> int:
-        seed = getattr(record, "seed", None)
-        return int(seed if seed is not None else record.params.get("seed", 0))
+        return record.seed if record.seed is not None else seeding.fallback_seed(record.id)
 
     # -- the schedule stream ---------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class Coordinator:
         has_node = bool(record.params.get("node"))
         out = []
         for index, task, args, after, stage in started:
-            if not (task in tasks or task.startswith("exec:") or has_node):
+            if not (task in tasks or (has_node and not task.startswith("exec:"))):
                 raise HookFailed(f"unit {index}: unknown task {task!r} (the job's tasks: "
                                  f"{', '.join(sorted(tasks)) or 'none'})")
             bad = [p for p in after if not 0 <= p < limit or p == index]

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from rqcluster import envelope, events, keys, store
+from rqcluster import envelope, events, keys, seeding, store
 from rqcluster.config import DEFAULT_MAX_PAYLOAD_BYTES, ClusterConfig, current
 from rqcluster.errors import InputError
-from rqcluster.kinds import Function, Items, Prepared, get_kind
+from rqcluster.kinds import Function, Items, Prepared, Program, get_kind
 from rqcluster.models import JobRecord, JobState
 from rqcluster.secret import cluster_key
 
@@ -38,7 +38,7 @@ def input_size(value: Any) -> int:
         return int(value.nbytes)
     if isinstance(value, Items):
         return sum(len(line) for line in value.lines) + 8 * (len(value.lines) + 1)
-    if isinstance(value, Function):
+    if isinstance(value, Function | Program):
         return len(value.blob)
     raise TypeError(f"unknown input type {type(value).__name__}")
 
@@ -50,15 +50,20 @@ class ValidatedJob:
     kind: str
     prepared: Prepared
     description: str
+    seed: int | None = None  # the job seed (``rqcluster.seeding``)
 
 
-def validate(kind_name: str, config: ClusterConfig | None = None,
+def validate(kind_name: str, config: ClusterConfig | None = None, seed: int | None = None,
              **params: Any) -> ValidatedJob:
     """Every check a job gets before anything is written (no Redis needed). Parameters a
     kind takes from the cluster's options (matmul's ``memory_budget``) come from
-    ``config`` (default: the config this process loaded) unless given."""
+    ``config`` (default: the config this process loaded) unless given. ``seed`` is the
+    job seed (default: a random one); a seeded kind (montecarlo) takes it as its own."""
     config = config or current()
     kind = get_kind(kind_name)
+    seed = seeding.new_seed() if seed is None else seeding.check_seed(seed, f"{kind_name}: seed")
+    if kind.seeded:
+        params = {**params, "seed": seed}
     if config is not None:
         params = {**kind.defaults(config.options), **params}
     prepared = kind.prepare(**params)
@@ -67,7 +72,7 @@ def validate(kind_name: str, config: ClusterConfig | None = None,
     if size > limit:
         raise InputError(f"{kind_name}: inputs are {_size(size)}, more than the {_size(limit)} "
                          "one job may hold (security.max-payload-bytes)")
-    return ValidatedJob(kind_name, prepared, kind.describe(prepared.params))
+    return ValidatedJob(kind_name, prepared, kind.describe(prepared.params), seed)
 
 
 def max_payload_bytes(config: ClusterConfig | None = None) -> int:
@@ -91,7 +96,7 @@ def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str
     now = time.time()
     record = JobRecord(id=job_id, kind=job.kind, state=JobState.SUBMITTED,
                        params=job.prepared.params, description=job.description,
-                       submitted=now, inputs=tuple(job.prepared.inputs))
+                       submitted=now, inputs=tuple(job.prepared.inputs), seed=job.seed)
     staged = {name: store.stage_array(conn, keys.job_input(job_id, name), value)
               for name, value in job.prepared.inputs.items()
               if isinstance(value, np.ndarray) and value.nbytes > store.STAGE_ABOVE_BYTES}
@@ -104,8 +109,9 @@ def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str
             store.put_array(pipe, base, value)
         elif isinstance(value, Items):
             store.put_items(pipe, base, value.lines, fmt=value.format)
-        else:
-            ctx = envelope.Context(f"function:{name}", job_id, "", job.kind)
+        else:  # code (a pickled function, a program file): sealed, bound to this job
+            what = "program" if isinstance(value, Program) else "function"
+            ctx = envelope.Context(f"{what}:{name}", job_id, "", job.kind)
             store.put_blob(pipe, base, envelope.seal(key, ctx, value.blob, compress=True))
     pipe.hset(keys.job(job_id), mapping=record.encode())
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
@@ -116,6 +122,6 @@ def write(conn: redis.Redis, job: ValidatedJob, key: bytes | None = None) -> str
     return job_id
 
 
-def submit(conn: redis.Redis, kind_name: str, **params: Any) -> str:
+def submit(conn: redis.Redis, kind_name: str, seed: int | None = None, **params: Any) -> str:
     """Validate a job and write it; returns its id. Nothing is written if it is refused."""
-    return write(conn, validate(kind_name, **params))
+    return write(conn, validate(kind_name, seed=seed, **params))

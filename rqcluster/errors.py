@@ -31,6 +31,14 @@ class DecodeError(RQClusterError):
     """Raised when a record read from Redis cannot be decoded (corrupt, foreign or too new)."""
 
 
+class NotInUnit(RQClusterError):
+    """Raised when ``unit_rng()`` / ``unit_seed()`` is called outside a running unit."""
+
+
+class ProcessorError(RQClusterError):
+    """Raised when an external program run for a unit fails the JSON-lines protocol."""
+
+
 class VersionSkew(RQClusterError):
     """Raised when a shipped function was pickled by other Python/cloudpickle versions."""
 

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from rqcluster import codec, jobdata, keys, liveness
+from rqcluster import codec, jobdata, keys, liveness, seeding
 from rqcluster.config import Options
 from rqcluster.errors import InputError, RQClusterError
 from rqcluster.jobs import end_job
@@ -198,7 +198,8 @@ class _Batch:
                 jobdata.forget(job_id)
                 outcome = f"skipped: job {job_id} is {why}"
             return outcome, self._start_next(following)
-        _, kind_name, params_raw, unit_raw, attempt = answer
+        kind_name, params_raw, unit_raw, attempt = answer[1:5]
+        job_seed = int(answer[5]) if len(answer) > 5 and answer[5] is not None else None
         unit = UnitRecord.decode(unit_raw)
         if attempt > 1:
             log.info("unit %d of job %s: attempt %d", index, job_id, attempt)
@@ -209,8 +210,9 @@ class _Batch:
             kind = get_kind(kind_name.decode())
             _stoppable = True
             try:
-                value = kind.process(unit.spec, json.loads(params_raw),
-                                     jobdata.JobInputs(self.conn, job_id))
+                with seeding.unit_context(job_id, index, job_seed):  # unit_rng() for any kind
+                    value = kind.process(unit.spec, json.loads(params_raw),
+                                         jobdata.JobInputs(self.conn, job_id))
             finally:
                 _stoppable = False
             partial = codec.encode(value, f"the partial of unit {index}")

@@ -217,7 +217,7 @@ def sinks(afters: dict[int, Sequence[int]]) -> list[int]:
 
 # -- job files ---------------------------------------------------------------------------
 
-JOB_FILE_KEYS = {"node", "scheduler", "stages", "description", "seed"}
+JOB_FILE_KEYS = {"node", "scheduler", "stages", "description", "seed", "programs"}
 STAGE_KEYS = {"name", "task", "count", "args", "after"}
 
 
@@ -230,6 +230,7 @@ class JobFile:
     scheduler: str | None
     seed: int | None
     description: str | None
+    programs: tuple[str, ...] = ()  # exec: tasks only a scheduler starts
 
 
 def load_job_file(path: str | Path,
@@ -283,4 +284,8 @@ def load_job_file(path: str | Path,
     for name, value in (("node", node_ref), ("scheduler", scheduler)):
         if value is not None and not isinstance(value, str):
             raise InputError(f"graph: {path}: {name} must be a 'module:Class' string")
-    return JobFile(graph, node_ref, scheduler, seed, raw.get("description"))
+    programs = raw.get("programs", [])
+    if not isinstance(programs, list) or not all(isinstance(p, str) and p.startswith("exec:")
+                                                 for p in programs):
+        raise InputError(f"graph: {path}: 'programs' must be a list of 'exec:PROGRAM' strings")
+    return JobFile(graph, node_ref, scheduler, seed, raw.get("description"), tuple(programs))

@@ -85,6 +85,21 @@ class JobInputs:
             raise RuntimeError(f"job {self.job_id}: the result of unit {missing[0]} is not "
                                "stored (the job ended?)")
         return [codec.decode(raw) for raw in raws]
+    def program(self, name: str) -> bytes:
+        """A shipped program file's bytes, once its envelope (bound to this job, input and
+        kind) is verified: bytes anyone else wrote are refused before they are written to
+        disk or run (``envelope.EnvelopeError``)."""
+        return _cached((self.job_id, "program", name),  # type: ignore[no-any-return]
+                       lambda: self._open_sealed("program", name))
+
+    def _open_sealed(self, what: str, name: str) -> bytes:
+        from rqcluster.enqueue import max_payload_bytes
+        from rqcluster.secret import cluster_key
+        raw_kind = self.conn.hget(keys.job(self.job_id), "kind")
+        ctx = envelope.Context(f"{what}:{name}", self.job_id, "",
+                               raw_kind.decode() if isinstance(raw_kind, bytes) else "")
+        sealed = store.get_blob(self.conn, keys.job_input(self.job_id, name))
+        return envelope.open_(cluster_key(), ctx, sealed, max_payload_bytes())
 
     def _open_function(self, name: str) -> Callable[..., Any]:
         """Verify the function's envelope (bound to this job, input and kind), and only

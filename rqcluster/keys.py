@@ -143,7 +143,8 @@ def ended(job_id: str) -> str:
 
 
 def job_input(job_id: str, name: str) -> str:
-    """Base key of one job input (array, items or function); see ``store`` for the layout."""
+    """Base key of one job input (array, items, function or shipped program file); see
+    ``store`` for the layout."""
     return f"{PREFIX}:job:{{{job_id}}}:input:{name}"
 
 

@@ -2,7 +2,7 @@
 
 Frozen dataclasses with ``encode``/``decode``; ``decode`` turns any malformed record into
 a ``DecodeError``. Both carry room for what comes next: a job has stages (today one,
-``main``), a unit has an attempt count.
+``main``) and a seed, a unit has an attempt count.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class JobRecord:
     lost: int = 0  # unit runs lost with a worker that died
     moved: int = 0  # units moved off a slave that lost them
     killed: int = 0  # units of a graph job killed by its scheduler (done without running)
+    seed: int | None = None  # the job seed (``rqcluster.seeding``); None: recorded before seeds
 
     @property
     def done_units(self) -> int:
@@ -78,6 +79,8 @@ class JobRecord:
             out["error"] = json.dumps(self.error)
         if self.waiting is not None:
             out["waiting"] = self.waiting
+        if self.seed is not None:
+            out["seed"] = str(self.seed)
         return out
 
     @classmethod
@@ -109,6 +112,7 @@ class JobRecord:
                 total=None if total is None else int(total),
                 retries=int(f.get("retries", 0)), lost=int(f.get("lost", 0)),
                 moved=int(f.get("moved", 0)), killed=int(f.get("killed", 0)),
+                seed=int(f["seed"]) if "seed" in f else None,
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e

@@ -15,10 +15,11 @@ changes nothing the second time.
 # KEYS[7] = this slave's held units
 # ARGV[1] = unit index   ARGV[2] = unit member ("job:unit")   ARGV[3] = running entry JSON
 # ARGV[4] = worker status JSON   ARGV[5] = worker status TTL (ms)
-# Returns {state, kind, params, unit record, attempts}; only {why} if it must not run.
+# Returns {state, kind, params, unit record, attempts, job seed} (the seed is nil for a
+# job recorded before jobs had seeds); only {why} if it must not run.
 START_FN = """
 local function start_unit(K, A)
-  local job = redis.call('HMGET', K[1], 'state', 'kind', 'params')
+  local job = redis.call('HMGET', K[1], 'state', 'kind', 'params', 'seed')
   if job[1] ~= 'running' then return {job[1] or 'gone'} end
   if redis.call('HEXISTS', K[6], A[1]) == 1 then return {'done'} end
   if redis.call('SISMEMBER', K[7], A[2]) == 0 then return {'moved'} end
@@ -28,7 +29,7 @@ local function start_unit(K, A)
   if attempts > 1 then redis.call('HINCRBY', K[1], 'retries', 1) end
   redis.call('HSET', K[4], A[2], A[3])
   redis.call('SET', K[5], A[4], 'PX', A[5])
-  return {job[1], job[2], job[3], unit, attempts}
+  return {job[1], job[2], job[3], unit, attempts, job[4]}
 end
 """
 START_UNIT = START_FN + "return start_unit(KEYS, ARGV)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rqcluster.errors import UnknownKindError
-from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Unit
+from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Program, Unit
 from rqcluster.kinds.graph import GraphKind
 from rqcluster.kinds.map import MapKind
 from rqcluster.kinds.matmul import MatmulKind
@@ -22,4 +22,5 @@ def get_kind(name: str) -> Kind:
                                f"{', '.join(sorted(KINDS))})") from None
 
 
-__all__ = ["KINDS", "Function", "Inputs", "Items", "Kind", "Prepared", "Unit", "get_kind"]
+__all__ = ["KINDS", "Function", "Inputs", "Items", "Kind", "Prepared", "Program", "Unit",
+           "get_kind"]

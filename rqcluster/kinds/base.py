@@ -43,7 +43,16 @@ class Function:
     name: str
 
 
-InputValue = np.ndarray | Items | Function
+@dataclass(frozen=True)
+class Program:
+    """A program file shipped with the job (a script or an executable): its bytes, sealed
+    at submit like a function and verified on the slave before it is written and run."""
+
+    blob: bytes
+    name: str
+
+
+InputValue = np.ndarray | Items | Function | Program
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class Inputs(Protocol):
     def instance(self, name: str) -> Any: ...
 
     def results(self, units: Sequence[int]) -> list[Any]: ...
+    def program(self, name: str) -> bytes: ...
 
 
 class Kind:
@@ -90,6 +100,9 @@ class Kind:
     # True for a kind whose units master-assign's coordinator adds and places as they
     # become ready (``graph``) instead of ``split``; its jobs end without ``combine``.
     coordinated: ClassVar[bool] = False
+    # True when the kind takes the job seed as its ``seed`` parameter (montecarlo): the
+    # seed the user gives, or the random one chosen at submit, is passed to ``prepare``.
+    seeded: ClassVar[bool] = False
 
     def prepare(self, **params: Any) -> Prepared:
         raise NotImplementedError

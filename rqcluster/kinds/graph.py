@@ -13,14 +13,16 @@ instance per slave and job), a function shipped with the job, or ``exec:PROGRAM`
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from rqcluster import processor
+from rqcluster.config import Options
 from rqcluster.errors import InputError
 from rqcluster.functions import describe, pack_function
 from rqcluster.graph import Graph
-from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Unit
+from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Program, Unit
+from rqcluster.kinds.map import DEFAULT_TIMEOUT_SHARE
 
 
 def task_input(task: str) -> str:
@@ -34,7 +36,8 @@ class GraphKind(Kind):
     coordinated = True
 
     def prepare(self, **params: Any) -> Prepared:
-        self.check_params(params, ("graph",), ("scheduler", "seed", "description"))
+        self.check_params(params, ("graph",), ("scheduler", "description", "unit_timeout",
+                                               "programs"))
         graph = params["graph"]
         if not isinstance(graph, Graph):
             raise InputError(f"graph: expected an rqcluster.graph.Graph, got "
@@ -53,11 +56,17 @@ class GraphKind(Kind):
         for name, fn in graph.functions.items():
             inputs[task_input(name)] = Function(pack_function(fn, f"task {name}"), name)
             tasks[name] = "function"
-        for unit in graph.units:
-            tasks.setdefault(unit.task, "exec" if unit.task.startswith("exec:") else "node")
+        programs: dict[str, Any] = {}
+        for task in [*(u.task for u in graph.units), *(params.get("programs") or ())]:
+            if task.startswith("exec:") and task not in programs:
+                programs[task] = _prepare_exec(task, len(programs), inputs)
+            tasks.setdefault(task, "exec" if task.startswith("exec:") else "node")
         out: dict[str, Any] = {"units": len(graph.units), "stages": list(graph.stages),
-                               "tasks": tasks,
+                               "tasks": tasks, "programs": programs,
                                "node": describe(graph.node) if graph.node else None}
+        if programs:
+            out["exec_timeout"] = DEFAULT_TIMEOUT_SHARE * float(
+                params.get("unit_timeout") or Options().unit_timeout)
         if scheduler is not None:
             from rqcluster.scheduler import Scheduler
             if not (isinstance(scheduler, type) and issubclass(scheduler, Scheduler)):
@@ -66,15 +75,12 @@ class GraphKind(Kind):
             inputs["scheduler"] = Function(pack_function(scheduler, "graph scheduler"),
                                            describe(scheduler))
             out["scheduler"] = describe(scheduler)
-        seed = params.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                                 or not 0 <= seed < 2**63):
-            raise InputError(f"graph: seed must be a whole number from 0 to 2**63-1, "
-                             f"got {seed!r}")
-        out["seed"] = secrets.randbits(63) if seed is None else seed
         if params.get("description"):
             out["description"] = str(params["description"])
         return Prepared(params=out, inputs=inputs)
+
+    def defaults(self, options: Options) -> dict[str, Any]:
+        return {"unit_timeout": options.unit_timeout}  # bounds an exec task's timeout
 
     def split(self, params: Mapping[str, Any], shares: Mapping[str, float],
               units_per_slave: int) -> list[Unit]:
@@ -86,7 +92,10 @@ class GraphKind(Kind):
         results = inputs.results(spec.get("after", []))
         args = [*results, *spec.get("args", [])]
         if task.startswith("exec:"):
-            return run_exec(task[5:], args)
+            program = params["programs"][task]
+            answers = processor.run_unit_program(program["spec"], args, params["exec_timeout"],
+                                                 lambda: inputs.program(program["input"]))
+            return answers[0] if len(args) == 1 else answers
         how = params["tasks"].get(task, "node")
         fn: Any
         if how == "function":
@@ -115,7 +124,11 @@ class GraphKind(Kind):
         return what
 
 
-def run_exec(command: str, items: list[Any]) -> Any:
-    """Run an ``exec:PROGRAM`` task on its inputs (one JSON line each); its result is the
-    program's answers, or the one answer when it had one input."""
-    raise InputError("graph: exec tasks need rqcluster.processor")
+def _prepare_exec(task: str, number: int, inputs: dict[str, Any]) -> dict[str, Any]:
+    """An ``exec:PROGRAM`` task checked at submit (``rqcluster.processor``); a program
+    file is shipped, sealed, as an input of its own."""
+    prepared = processor.prepare_program(task[5:], f"graph task {task!r}")
+    name = f"{processor.PROGRAM_INPUT}:{number}"
+    if prepared.script is not None:
+        inputs[name] = Program(prepared.script, prepared.spec["name"])
+    return {"spec": prepared.spec, "input": name}

@@ -8,6 +8,9 @@ user reduce sees a deterministic order.
 
 Reduce: ``sum`` (``+``), ``list`` (results in input order), or a function of two
 arguments (like ``functools.reduce``).
+
+Instead of a function, a program in any language (``program=``, ``--exec``): run once per
+unit over its items by the JSON-lines protocol of ``rqcluster.processor``.
 """
 
 from __future__ import annotations
@@ -20,28 +23,41 @@ from typing import Any
 
 import numpy as np
 
-from rqcluster import codec, placement
+from rqcluster import codec, placement, processor
+from rqcluster.config import Options
 from rqcluster.errors import InputError
 from rqcluster.functions import describe, import_function, pack_function
-from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Unit
+from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Program, Unit
 from rqcluster.npyfile import load_npy
 
 REDUCERS = ("sum", "list")
+DEFAULT_TIMEOUT_SHARE = 0.9  # of the unit timeout: a program's default timeout
 _EMPTY = {"n": 0}
 
 
 class MapKind(Kind):
     name = "map"
-    help = "apply a Python function to every item of a .jsonl/.npy input and reduce"
+    help = "apply a Python function or a program to every item of an input and reduce"
 
     def prepare(self, **params: Any) -> Prepared:
-        self.check_params(params, ("function", "items"), ("reduce",))
-        fn = params["function"]
-        if isinstance(fn, str):
-            fn = import_function(fn, "map function")
-        inputs: dict[str, Any] = {"function": Function(pack_function(fn, "map function"),
-                                                       describe(fn))}
-        out: dict[str, Any] = {"function": describe(fn)}
+        self.check_params(params, ("items",),
+                          ("function", "program", "reduce", "timeout", "unit_timeout"))
+        fn: Any = params.get("function")
+        program = params.get("program")
+        if (fn is None) == (program is None):
+            raise InputError("map: give a function or a program (--exec PROGRAM), not both"
+                             if fn is not None else
+                             "map: function is required (or a program: --exec PROGRAM)")
+        inputs: dict[str, Any] = {}
+        if program is not None:
+            out = _prepare_program(program, params, inputs)
+        else:
+            if params.get("timeout") is not None:
+                raise InputError("map: timeout applies to a program (--exec) only")
+            if isinstance(fn, str):
+                fn = import_function(fn, "map function")
+            inputs["function"] = Function(pack_function(fn, "map function"), describe(fn))
+            out = {"function": describe(fn)}
         out.update(_prepare_items(params["items"], inputs))
         reduce = params.get("reduce") or "list"
         if isinstance(reduce, str) and reduce in REDUCERS:
@@ -63,6 +79,9 @@ class MapKind(Kind):
     def process(self, spec: Mapping[str, Any], params: Mapping[str, Any],
                 inputs: Inputs) -> Any:
         lo, hi = spec["items"]
+        if "program" in params:
+            values = _run_program(params, inputs, list(_items(params, inputs, lo, hi)))
+            return _reduce_unit(params, inputs, values)
         fn = inputs.function("function")
         values = []
         for offset, item in enumerate(_items(params, inputs, lo, hi)):
@@ -72,11 +91,7 @@ class MapKind(Kind):
                 e.add_note(f"(rqcluster: while applying {params['function']} to item "
                            f"{lo + offset} of the input)")
                 raise
-        if params["reduce"] == "list":
-            return values
-        if not values:
-            return _EMPTY
-        return {"n": len(values), "v": _fold(_reducer(params, inputs), values)}
+        return _reduce_unit(params, inputs, values)
 
     def combine(self, params: Mapping[str, Any], partials: list[Any], inputs: Inputs) -> Any:
         if params["reduce"] == "list":
@@ -89,8 +104,47 @@ class MapKind(Kind):
         return _fold(_reducer(params, inputs), values)
 
     def describe(self, params: Mapping[str, Any]) -> str:
-        return f"map {params['function']} over {params['count']:,} items, " \
+        what = params["function"] if "function" in params else \
+            "program " + " ".join(params["program"]["argv"])
+        return f"map {what} over {params['count']:,} items, " \
                f"reduce {params.get('reduce_function', params['reduce'])}"
+
+    def defaults(self, options: Options) -> dict[str, Any]:
+        return {"unit_timeout": options.unit_timeout}  # bounds a program's timeout
+
+
+def _reduce_unit(params: Mapping[str, Any], inputs: Inputs, values: list[Any]) -> Any:
+    """One unit's partial: its values (``list``), or their count and reduction."""
+    if params["reduce"] == "list":
+        return values
+    if not values:
+        return _EMPTY
+    return {"n": len(values), "v": _fold(_reducer(params, inputs), values)}
+
+
+def _prepare_program(program: Any, params: Mapping[str, Any],
+                     inputs: dict[str, Any]) -> dict[str, Any]:
+    """The params of a program map (and its file as an input, if shipped). Its timeout is
+    the one given, else most of the cluster's unit timeout, so that the program is
+    stopped, with its stderr in the error, before RQ stops the whole unit."""
+    prepared = processor.prepare_program(program, "map: program")
+    unit_timeout = params.get("unit_timeout") or Options().unit_timeout
+    timeout = params.get("timeout")
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT_SHARE * unit_timeout
+    elif isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not 0 < timeout <= unit_timeout:
+        raise InputError(f"map: timeout must be a number of seconds in (0, {unit_timeout:g}] "
+                         f"(the cluster's unit-timeout), got {timeout!r}")
+    if prepared.script is not None:
+        inputs[processor.PROGRAM_INPUT] = Program(prepared.script, prepared.spec["name"])
+    return {"program": prepared.spec, "timeout": float(timeout)}
+
+
+def _run_program(params: Mapping[str, Any], inputs: Inputs, items: list[Any]) -> list[Any]:
+    """Run the job's program over one unit's items (``rqcluster.processor``)."""
+    return processor.run_unit_program(params["program"], items, params["timeout"],
+                                      lambda: inputs.program(processor.PROGRAM_INPUT))
 
 
 def _reducer(params: Mapping[str, Any], inputs: Inputs) -> Callable[[Any, Any], Any]:

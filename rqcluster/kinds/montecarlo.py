@@ -4,7 +4,8 @@ Units have a fixed size (``unit_samples``) that does not depend on the cluster, 
 i draws from ``SeedSequence(seed).spawn(n)[i]`` (built directly as
 ``SeedSequence(seed, spawn_key=(i,))``). Partials are integer counts, summed exactly, so
 the same seed and sample count give the same estimate bit for bit on any number of
-slaves, whichever slave runs which unit, retries included.
+slaves, whichever slave runs which unit, retries included. The seed is the job's seed
+(``rqcluster.seeding``): the same number shows in ``status``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rqcluster import placement
+from rqcluster import placement, seeding
 from rqcluster.errors import InputError
 from rqcluster.kinds.base import Inputs, Kind, Prepared, Unit
 
@@ -41,6 +42,7 @@ def _count(name: str, value: Any, minimum: int, maximum: int) -> int:
 class MonteCarloKind(Kind):
     name = "montecarlo"
     help = "estimate pi from N random points, reproducibly from a seed"
+    seeded = True  # its seed is the job seed
 
     def prepare(self, **params: Any) -> Prepared:
         self.check_params(params, ("samples",), ("seed", "unit_samples"))
@@ -65,7 +67,7 @@ class MonteCarloKind(Kind):
 
     def process(self, spec: Mapping[str, Any], params: Mapping[str, Any],
                 inputs: Inputs) -> Any:
-        seq = np.random.SeedSequence(params["seed"], spawn_key=(spec["stream"],))
+        seq = seeding.unit_seed_sequence(params["seed"], spec["stream"])
         return {"inside": count_inside(np.random.default_rng(seq), spec["samples"]),
                 "samples": spec["samples"]}
 

@@ -32,8 +32,8 @@ def numbers(n):
 def square_all(values):
     return [v * v for v in values]
 
-def total(*lists):
-    return sum(sum(v) for v in lists)
+def total(*values):
+    return sum(sum(v) if isinstance(v, list) else v for v in values)
 '''
 
 
@@ -51,6 +51,19 @@ def test_a_job_file_runs_its_stages_in_order_through_the_cli(cluster: NodeCluste
     out = json.loads(proc.stdout)
     expected = sum(v * v for n in (3, 4, 5) for v in range(n))
     assert out["result"] == expected and out["state"] == "done", out
+
+
+def test_a_stage_can_be_a_program_in_another_language(cluster: NodeCluster, tmp_path: Path):
+    name = f"stages_{tmp_path.name.replace('-', '_').lower()}"
+    (tmp_path / f"{name}.py").write_text(STAGES_MODULE)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"seed": 5, "stages": [
+        {"name": "double", "task": "exec:awk '{print $1 * 2}'", "args": [[1], [2], [3]]},
+        {"name": "sum", "task": f"{name}:total", "after": ["double"]}]}))
+    proc = cluster.cli("enqueue", "graph", str(job_file), "--wait", "--json", cwd="/")
+    assert proc.returncode == 0, describe(proc)
+    out = json.loads(proc.stdout)
+    assert out["result"] == 12 and out["seed"] == 5, out
 
 
 def test_a_bad_job_file_exits_2_and_writes_nothing(cluster: NodeCluster, tmp_path: Path):
@@ -117,6 +130,25 @@ def test_example_search_kills_its_siblings_at_the_first_hit(cluster: NodeCluster
     assert "found: 1234567" in out, out
     ran, killed, started = units_line(out)
     assert started == 8 and killed >= 1 and ran + killed == started, out
+
+
+def test_example_montecarlo_is_the_seed_s_11_samplers_and_a_merge(cluster: NodeCluster):
+    out = run_example(cluster, "montecarlo.py", "--seed", "4")
+    pi = float(next(x for x in out.splitlines() if x.startswith("pi:")).split()[1])
+    assert abs(pi - 3.14159) < 0.01, out
+    assert units_line(out) == (12, 0, 12), out
+    assert run_example(cluster, "montecarlo.py", "--seed", "4").splitlines()[0] == \
+        out.splitlines()[0]  # the same seed, the same estimate, bit for bit
+
+
+def test_example_montecarlo_until_stops_once_precise_enough(cluster: NodeCluster):
+    out = run_example(cluster, "montecarlo_until.py", "--target", "0.0006", "--seed", "9")
+    estimate = json.loads(next(x for x in out.splitlines()
+                               if x.startswith("estimate:"))[len("estimate:"):]
+                          .replace("'", '"'))
+    assert estimate["standard_error"] < 0.0006 and abs(estimate["pi"] - 3.14159) < 0.005
+    ran, killed, started = units_line(out)
+    assert killed >= 1 and ran + killed == started and started < 200, out
 
 
 class Chain(Scheduler):
