@@ -56,6 +56,8 @@ class JobRecord:
     retries: int = 0  # unit starts beyond each unit's first
     lost: int = 0  # unit runs lost with a worker that died
     moved: int = 0  # units moved off a slave that lost them
+    stolen: int = 0  # queued units an idle slave took from a slower one
+    drained: int = 0  # queued units moved off a slave being drained
 
     @property
     def done_units(self) -> int:
@@ -108,6 +110,7 @@ class JobRecord:
                 total=None if total is None else int(total),
                 retries=int(f.get("retries", 0)), lost=int(f.get("lost", 0)),
                 moved=int(f.get("moved", 0)),
+                stolen=int(f.get("stolen", 0)), drained=int(f.get("drained", 0)),
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e
