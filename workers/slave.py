@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -19,7 +20,7 @@ import numpy  # noqa: F401 - imported once here, not once per unit
 import redis
 from rq.worker import SimpleWorker
 
-from rqcluster import events, execute, liveness
+from rqcluster import events, execute, keys, liveness, membership
 from rqcluster.config import load_config
 from rqcluster.connection import connect
 from rqcluster.errors import RQClusterError
@@ -28,6 +29,7 @@ from rqcluster.secret import cluster_key
 from rqcluster.signedrq import SignedSerializer, UnitJob
 
 log = logging.getLogger("rqcluster.slave")
+DRAIN_CHECK = 0.5  # seconds between two looks at whether a draining slave is done
 
 
 class SlaveWorker(SimpleWorker):
@@ -46,12 +48,12 @@ class SlaveWorker(SimpleWorker):
         except RQClusterError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
-        self.slave = self.cluster.slave(
-            self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
+        self.slave = membership.worker_slave(self.cluster, os.environ.get("RQCLUSTER_NODE"))
         self.status = liveness.WorkerStatus(self.slave, self.name)
         execute.configure(self.cluster.options, self.status,
                           connect(self.cluster.redis, check=False, patient=True))
         self._stop_beating = threading.Event()
+        self._leaving = False
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         beater = threading.Thread(target=self._beat, name="rqcluster-heartbeat", daemon=True)
@@ -76,6 +78,22 @@ class SlaveWorker(SimpleWorker):
             try:
                 if liveness.worker_beat(conn, self.status, ttl):
                     events.emit(conn, events.SLAVE_JOINED, slave=self.slave, worker=self.name)
+                if not self._leaving and self._drained(conn):
+                    self._leaving = True  # beats go on until the worker has stopped
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
-            self._stop_beating.wait(ttl / 3)
+            self._stop_beating.wait(min(ttl / 3, DRAIN_CHECK))
+
+    def _drained(self, conn: redis.Redis) -> bool:
+        """A slave being drained that holds nothing any more stops: a warm shutdown (RQ
+        finishes the RQ job in hand, whose units have all moved or finished), after
+        which its node exits 0 and does not restart it."""
+        pipe = conn.pipeline(transaction=False)
+        pipe.sismember(keys.DRAINING, self.slave)
+        pipe.scard(keys.slave_units(self.slave))
+        leaving, held = pipe.execute()
+        if not leaving or held:
+            return False
+        log.warning("slave %s drained: stopping", self.slave)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return True
