@@ -235,13 +235,12 @@ def test_the_password_never_reaches_the_screen() -> None:
 
 def test_joined_draining_and_drained_slaves_and_measured_performance_are_shown(
         redis_conn: redis.Redis) -> None:
-    import json as _json
-
-    from rqcluster import membership
     import io
+    import json as _json
 
     from rich.console import Console
 
+    from rqcluster import membership
     from rqcluster.dashboard import render
     cfg = config("redis://127.0.0.1:1/0")
     liveness.beat(redis_conn, "slave1", 10)
