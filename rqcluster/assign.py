@@ -181,7 +181,7 @@ class Assigner:
 
 # Seconds between two stealing passes: an idle slave waits at most this long for work.
 # A pass with nobody idle costs one pipelined read.
-STEAL_PERIOD = 0.2
+STEAL_PERIOD = 0.1
 
 
 class Balancer:

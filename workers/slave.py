@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy  # noqa: F401 - imported once here, not once per unit
@@ -71,13 +72,18 @@ class SlaveWorker(SimpleWorker):
                 pass
 
     def _beat(self) -> None:
-        """Refresh the heartbeats every third of their TTL, on a connection of its own."""
+        """Refresh the heartbeats every third of their TTL, on a connection of its own, and
+        look every DRAIN_CHECK seconds whether a drain of this slave is complete."""
         ttl = self.cluster.options.heartbeat_ttl
         conn = connect(self.cluster.redis, check=False)
+        next_beat = 0.0
         while not self._stop_beating.is_set():
             try:
-                if liveness.worker_beat(conn, self.status, ttl):
-                    events.emit(conn, events.SLAVE_JOINED, slave=self.slave, worker=self.name)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + ttl / 3
+                    if liveness.worker_beat(conn, self.status, ttl):
+                        events.emit(conn, events.SLAVE_JOINED, slave=self.slave,
+                                    worker=self.name)
                 if not self._leaving and self._drained(conn):
                     self._leaving = True  # beats go on until the worker has stopped
             except redis.RedisError as e:
