@@ -367,7 +367,8 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
 def _look_for_slaves(ctx: CliContext, wait_for_slaves: float) -> bool:
     """True if a slave is live, after waiting up to ``wait_for_slaves`` s if asked to
     (then, none at all refuses the job: nothing is written)."""
-    if liveness.live_slaves(ctx.conn, ctx.config):
+    from rqcluster.membership import live_shares
+    if live_shares(ctx.conn, ctx.config):  # joined slaves count, draining ones do not
         return True
     if not wait_for_slaves:
         return False
@@ -468,7 +469,7 @@ def status(ctx: CliContext, job_id: str | None, as_json: bool, limit: int) -> No
     _print_status(st)
     if perf:
         click.echo("  perf       " + ", ".join(
-            f"{s} {p['configured']:g}" + (f" (observed {p['observed']:.2f})"
+            f"{s} {p['configured']}" + (f" (observed {p['observed']:.2f})"
                                            if p["observed"] is not None else "")
             for s, p in perf.items()))
 
@@ -477,8 +478,9 @@ def _performance(ctx: CliContext, names: Any) -> dict[str, dict[str, Any]]:
     """Configured (or joined-with) and observed performance of the named slaves."""
     from rqcluster import adaptive, membership
     observed = adaptive.read_observed(ctx.conn)
-    configured = {s.name: s.performance for s in membership.current_slaves(ctx.conn,
-                                                                           ctx.config)}
+    configured: dict[str, float | str] = {
+        s.name: "auto" if s.auto else s.performance
+        for s in membership.current_slaves(ctx.conn, ctx.config)}
     return {n: {"configured": configured.get(n), "observed": observed.get(n)}
             for n in names if n in configured}
 

@@ -34,6 +34,9 @@ def check_join(config: ClusterConfig, mode: str, name: str | None,
     """True if ``name`` starts as a slave that joins at run time (not in the config, and
     the config allows it); ConfigError with what to do if it may not. False for a node
     the config names (``--performance`` is then refused: the config says it)."""
+    if not name and performance is not None:
+        raise ConfigError("--performance is only for a slave that joins at run time; it "
+                          "needs --name NEW (a name not in the config)")
     if not name or name in config.node_names():
         if performance is not None:
             raise ConfigError("--performance is only for a slave that joins at run time; "

@@ -178,3 +178,19 @@ def test_a_finished_job_is_observed_once_and_sizes_the_next_job_of_an_adaptive_c
     second, _ = placed(redis_conn, adaptive_config)
     counts = [len(on(redis_conn, second, s)) for s in ("s1", "s2", "s3")]
     assert counts[2] == 1 and counts[0] + counts[1] == 11  # 4/3 : 4/3 : 1/3 of 12 units
+
+
+def test_the_master_loop_steals_on_its_injected_clock_at_most_once_per_period(
+        redis_conn, config):
+    from rqcluster.assign import STEAL_PERIOD, Balancer
+    from rqcluster.reaper import Reaper
+    job_id, _ = placed(redis_conn, config)
+    for fast in ("s1", "s2"):
+        execute.execute_units(redis_conn, job_id, on(redis_conn, job_id, fast), fast)
+    balance = Balancer(redis_conn, config, Reaper(redis_conn, config))
+    assert balance.steal(100.0) > 0
+    execute.execute_units(redis_conn, job_id, on(redis_conn, job_id, "s1"), "s1")
+    execute.execute_units(redis_conn, job_id, on(redis_conn, job_id, "s2"), "s2")
+    assert balance.steal(100.0 + STEAL_PERIOD / 2) == 0  # not due yet: nothing read
+    assert balance.sweep() == 0  # the reaper finds nothing lost: a steal is no loss
+    assert get_record(redis_conn, job_id).moved == 0

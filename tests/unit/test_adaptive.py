@@ -76,6 +76,9 @@ def test_an_unknown_slave_is_refused_unless_the_config_allows_joining() -> None:
         check_join(config(**{"allow-join": True}), "slave", "a", 3.0)
     with pytest.raises(ConfigError, match="--performance must be a number > 0"):
         check_join(config(**{"allow-join": True}), "slave", "new", 0.0)
+    with pytest.raises(ConfigError, match="needs --name NEW"):
+        check_join(config(**{"allow-join": True}), "slave", None, 2.0)
+    assert check_join(config(**{"allow-join": True}), "assign", "other", None) is False
     assert worker_slave(config(**{"allow-join": True}), "new") == "new"
     with pytest.raises(ConfigError, match="not in the config"):
         worker_slave(config(), "new")
