@@ -132,7 +132,8 @@ def check_config(ctx: CliContext, as_json: bool, no_redis: bool) -> None:
     click.echo(f"  slaves          {len(cfg.slaves)}")
     total = sum(s.performance for s in cfg.slaves)
     for s in cfg.slaves:
-        click.echo(f"    {s.name:<16} {s.ip:<15} performance {s.performance:g} "
+        perf = "auto (1 until measured)" if s.auto else f"{s.performance:g}"
+        click.echo(f"    {s.name:<16} {s.ip:<15} performance {perf} "
                    f"({100 * s.performance / total:.0f}% of each job)")
     click.echo(f"  redis           {cfg.redis.url} (password: {cfg.redis.password_source()})")
     click.echo(f"  secret          {secret_source(cfg)}")
