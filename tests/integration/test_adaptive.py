@@ -109,16 +109,20 @@ def test_a_slave_that_joins_gets_units_of_a_running_job_and_leaves_when_drained(
     cluster.spawn("slave", "newbie", extra=("--performance", "2"))  # not in the config
     wait_until(lambda: cluster.check_alive() or cluster.conn.exists(keys.heartbeat("newbie")),
                60, message="the joining slave never beat")
-    assert handle.result(timeout=TIMEOUT) == sum(range(36))
-    counts = per_slave(cluster, handle.id)
-    total = int(job_fields(cluster, handle.id)["total"])
-    assert counts.get("newbie", 0) > 0 and sum(counts.values()) == total  # each once
     snap = json.loads(cluster.cli("watch", "--json").stdout)
     joined = [s for s in snap["slaves"] if s["name"] == "newbie"]
     assert joined and joined[0]["joined"] and joined[0]["performance"] == 2.0
-
+    # it gets units of the running job (by stealing); drained mid-job, it finishes the
+    # unit it runs, its queued units move on, and the job's answer is still exact
+    wait_until(lambda: per_slave(cluster, handle.id).get("newbie", 0) > 0, TIMEOUT,
+               message="the joined slave never ran a unit")
     drained = cluster.cli("drain", "newbie")
     assert drained.returncode == 0 and "draining slave newbie" in drained.stdout
+    assert handle.result(timeout=TIMEOUT) == sum(range(36))
+    counts = per_slave(cluster, handle.id)
+    total = int(job_fields(cluster, handle.id)["total"])
+    assert counts["newbie"] > 0 and sum(counts.values()) == total  # each once
+    assert int(job_fields(cluster, handle.id).get("lost", 0)) == 0
     assert wait_for_exit(cluster.procs["newbie"], 30) == 0  # stopped, not restarted
     cluster.stop_node("newbie")
     wait_until(lambda: not cluster.conn.hexists(keys.JOINED, "newbie"), 15,
