@@ -78,6 +78,11 @@ def main(argv: list[str]) -> int:
                     "skipped": ctx.notes, "seconds": time.time() - started})
     text = [report.table(results, titles), "", report.targets_table(verdicts)] if results \
         else []
+    for name in [c for c in chosen if c in ALL and hasattr(ALL[c], "summary")]:
+        extra = ALL[name].summary(results, args.quick)  # a workload's own table
+        if extra:
+            text += ["", extra]
+            payload.setdefault("summaries", {})[name] = extra
     for name in STUDIES:
         if name in payload and payload[name].get("markdown"):
             text += ["", payload[name]["markdown"]]

@@ -50,3 +50,11 @@ def celery_app(url: str) -> Any:
 
 # The app a `celery -A benchmarks.peer_tasks:app worker` process loads.
 app = celery_app(os.environ["BENCH_CELERY_URL"]) if "BENCH_CELERY_URL" in os.environ else None
+
+
+def skewed_sleep(i: int, seconds: float, factors: dict[Any, float]) -> int:
+    """Sleep ``seconds`` times this Dask worker's slowness factor (by worker name): the
+    stealing workload's simulated heterogeneous cluster, as Dask runs it."""
+    from distributed import get_worker
+    time.sleep(seconds * factors.get(get_worker().name, 1.0))
+    return i

@@ -17,7 +17,7 @@ import time
 import redis
 from rq import Queue
 
-from rqcluster import events, keys, liveness, rqjobs
+from rqcluster import adaptive, events, keys, liveness, membership, rqjobs
 from rqcluster.config import ClusterConfig
 from rqcluster.coordinate import Coordinator
 from rqcluster.errors import RQClusterError
@@ -27,6 +27,7 @@ from rqcluster.models import JobRecord, JobState, UnitRecord
 from rqcluster.placement import batches
 from rqcluster.reaper import Reaper
 from rqcluster.signedrq import sign_unit
+from rqcluster.steal import Stealer
 
 log = logging.getLogger("rqcluster.assign")
 
@@ -79,7 +80,7 @@ class Assigner:
             return False
         if get_kind(record.kind).coordinated:  # placed unit by unit as they become ready
             return self.coordinator.start(record, mine)
-        shares = liveness.live_slaves(self.conn, self.config)
+        shares = membership.live_shares(self.conn, self.config)  # joined in, draining out
         self.starved = not shares
         if self.starved:
             self._put_back(record)
@@ -165,19 +166,54 @@ class Assigner:
         beat = liveness.RoleBeat(self.conn, "master-assign", self.node,
                                  self.config.options.heartbeat_ttl)
         reaper = Reaper(self.conn, self.config)
+        balance = Balancer(self.conn, self.config, reaper)
         period = min(1.0, self.config.options.heartbeat_ttl / 4)
         next_sweep = 0.0
         while not stop.is_set():
             try:
                 beat()
                 if time.monotonic() >= next_sweep:
-                    reaper.sweep()
+                    balance.sweep()
                     next_sweep = time.monotonic() + period
-                if self.step(timeout=period) is not None and self.starved:
+                balance.steal(time.monotonic())
+                if self.step(timeout=min(period, STEAL_PERIOD)) is not None and self.starved:
                     stop.wait(0.5)  # nobody to run it yet: do not spin
             except redis.ConnectionError as e:
                 log.warning("lost Redis (%s); retrying", e)
                 stop.wait(1.0)
+
+
+# Seconds between two stealing passes: an idle slave waits at most this long for work.
+# A pass with nobody idle costs one pipelined read.
+STEAL_PERIOD = 0.1
+
+
+class Balancer:
+    """What master-assign does between jobs besides placing: the reaper's sweep (on the
+    cluster's current slaves, joined ones included, draining ones never a target) with
+    the observation of finished jobs, and the stealer's passes. ``now`` is injected
+    (monotonic seconds) so a test can step it."""
+
+    def __init__(self, conn: redis.Redis, config: ClusterConfig, reaper: Reaper) -> None:
+        self.conn, self.config, self.reaper = conn, config, reaper
+        self.stealer = Stealer(conn, config)
+        self.observer = adaptive.Observer(conn, config)
+        self._next_steal = 0.0
+
+    def sweep(self) -> int:
+        cluster = membership.with_joined(self.conn, self.config)
+        self.reaper.config = cluster
+        self.reaper.avoid = membership.draining(self.conn)
+        moved = self.reaper.sweep()
+        self.observer.step({s.name: s for s in cluster.slaves})
+        return moved
+
+    def steal(self, now: float) -> int:
+        """One stealing pass if one is due at ``now``; how many units moved."""
+        if now < self._next_steal:
+            return 0
+        self._next_steal = now + STEAL_PERIOD
+        return len(self.stealer.step())
 
 
 def _span(indexes: list[int]) -> str:

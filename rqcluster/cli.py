@@ -133,7 +133,8 @@ def check_config(ctx: CliContext, as_json: bool, no_redis: bool) -> None:
     click.echo(f"  slaves          {len(cfg.slaves)}")
     total = sum(s.performance for s in cfg.slaves)
     for s in cfg.slaves:
-        click.echo(f"    {s.name:<16} {s.ip:<15} performance {s.performance:g} "
+        perf = "auto (1 until measured)" if s.auto else f"{s.performance:g}"
+        click.echo(f"    {s.name:<16} {s.ip:<15} performance {perf} "
                    f"({100 * s.performance / total:.0f}% of each job)")
     click.echo(f"  redis           {cfg.redis.url} (password: {cfg.redis.password_source()})")
     click.echo(f"  secret          {secret_source(cfg)}")
@@ -187,16 +188,23 @@ def broker(ctx: CliContext, data_dir: Path | None) -> None:
 @click.option("--allow-unsafe-redis", is_flag=True,
               help="Start even if Redis has no password on a non-loopback address, may "
                    "evict keys, or has persistence off (each is logged as a warning).")
+@click.option("--performance", type=float, metavar="NUMBER",
+              help="For a slave not in the config that joins at run time (the config "
+                   "must set options.allow-join): its relative performance [default 1].")
 @pass_ctx
-def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool) -> None:
+def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool,
+         performance: float | None) -> None:
     """Run this machine's node in one of the four modes, until Ctrl-C or SIGTERM."""
     from rqcluster.connection import wait_for_broker
+    from rqcluster.membership import check_join
     from rqcluster.node import check_mode, run_node
     from rqcluster.safety import ALLOW_ENV, refuse_unsafe
     cfg = ctx.config
     logging.getLogger().setLevel(logging.INFO)
-    me = cfg.this_node(name)
-    check_mode(cfg, mode, me)  # a wrong mode is refused before Redis is needed
+    joining = check_join(cfg, mode, name, performance)  # refused before Redis is needed
+    me = name if joining and name else cfg.this_node(name)
+    if not joining:
+        check_mode(cfg, mode, me)  # a wrong mode is refused before Redis is needed
     cluster_key(cfg)  # no usable secret: refuse before anything starts
     log = logging.getLogger("rqcluster.node")
     conn = wait_for_broker(cfg.redis, on_wait=log.info)
@@ -204,7 +212,53 @@ def node(ctx: CliContext, mode: str, name: str | None, allow_unsafe_redis: bool)
     conn.close()
     if allow_unsafe_redis:
         os.environ[ALLOW_ENV] = "1"  # a slave's `rq worker` checks again; it inherits this
-    sys.exit(run_node(cfg, mode, me))
+    sys.exit(run_node(cfg, mode, me, performance))
+
+
+@cli.command()
+@click.argument("slave")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def drain(ctx: CliContext, slave: str, as_json: bool) -> None:
+    """Take SLAVE out of the cluster gracefully: nothing new is placed on it, its queued
+    units move to other slaves, the unit it runs finishes, then it stops (its node exits
+    0). `rqcluster watch` shows it draining, then gone. Starting it again undoes this."""
+    from rqcluster.membership import drain as start_drain
+    info = start_drain(ctx.conn, ctx.config, slave)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    if info["alive"]:
+        click.echo(f"draining slave {slave}: {info['held']} unit(s) to move or finish; it "
+                   "stops when it holds none")
+    else:
+        click.echo(f"slave {slave} is not running; it stays drained (no units are placed "
+                   "on it) until it is started again")
+
+
+@cli.command()
+@click.option("--write", is_flag=True,
+              help="Store the values in the config file (other content kept; the file is "
+                   "replaced atomically). Slaves that joined at run time are not in it.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True,
+              metavar="SECONDS", help="Give up waiting for the benchmark units (exit 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_ctx
+def calibrate(ctx: CliContext, write: bool, timeout: float, as_json: bool) -> None:
+    """Run a short fixed benchmark unit on every live slave and print each one's
+    performance relative to the slowest (1.0); --write stores them in the config."""
+    from rqcluster import calibrate as calib
+    found = calib.run(ctx.conn, ctx.config, timeout)
+    written = calib.write_config(ctx.path, found.performance) if write else []
+    if as_json:
+        click.echo(json.dumps({"performance": found.performance, "seconds": found.seconds,
+                               "written": written}))
+        return
+    for name, perf in found.performance.items():
+        click.echo(f"{name:<16} {perf:6.2f}   ({found.seconds[name]:.3f} s)")
+    if write:
+        click.echo(f"wrote the performance of {', '.join(written) or 'no slave'} to "
+                   f"{ctx.path}", err=True)
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -375,7 +429,8 @@ def _submit_and_report(ctx: CliContext, kind: str, params: dict[str, Any],
 def _look_for_slaves(ctx: CliContext, wait_for_slaves: float) -> bool:
     """True if a slave is live, after waiting up to ``wait_for_slaves`` s if asked to
     (then, none at all refuses the job: nothing is written)."""
-    if liveness.live_slaves(ctx.conn, ctx.config):
+    from rqcluster.membership import live_shares
+    if live_shares(ctx.conn, ctx.config):  # joined slaves count, draining ones do not
         return True
     if not wait_for_slaves:
         return False
@@ -471,10 +526,27 @@ def status(ctx: CliContext, job_id: str | None, as_json: bool, limit: int) -> No
         return
     st = jobs.get_status(ctx.conn, job_id)
     st = jobs.JobStatus(jobs.explain_stall(ctx.conn, st.record), st.per_slave)
+    perf = _performance(ctx, st.per_slave)
     if as_json:
-        click.echo(json.dumps(st.to_dict()))
+        click.echo(json.dumps({**st.to_dict(), "performance": perf}))
         return
     _print_status(st)
+    if perf:
+        click.echo("  perf       " + ", ".join(
+            f"{s} {p['configured']}" + (f" (observed {p['observed']:.2f})"
+                                           if p["observed"] is not None else "")
+            for s, p in perf.items()))
+
+
+def _performance(ctx: CliContext, names: Any) -> dict[str, dict[str, Any]]:
+    """Configured (or joined-with) and observed performance of the named slaves."""
+    from rqcluster import adaptive, membership
+    observed = adaptive.read_observed(ctx.conn)
+    configured: dict[str, float | str] = {
+        s.name: "auto" if s.auto else s.performance
+        for s in membership.current_slaves(ctx.conn, ctx.config)}
+    return {n: {"configured": configured.get(n), "observed": observed.get(n)}
+            for n in names if n in configured}
 
 
 def _when(t: float) -> str:
@@ -500,6 +572,9 @@ def _print_status(st: JobStatus) -> None:
                    f"runs lost with a dead worker, {r.retries} retries")
     if r.killed:
         click.echo(f"  killed     {r.killed} units (by the job's scheduler)")
+    if r.stolen or r.drained:
+        click.echo(f"  balance    {r.stolen} queued units stolen by idle slaves, {r.drained} "
+                   "moved off draining slaves")
     if r.fetched:
         click.echo("  fetched    " + ", ".join(f"{name} x{n}" for name, n in r.fetched.items())
                    + "  (whole inputs, once per slave process)")

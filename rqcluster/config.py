@@ -27,6 +27,7 @@ from rqcluster.errors import ConfigError
 DEFAULT_CONFIG = Path("config/local.json")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 DEFAULT_PASSWORD_ENV = "RQCLUSTER_REDIS_PASSWORD"
+AUTO = "auto"  # a slave's "performance": measured, not declared
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Slave:
     name: str
     ip: str
     performance: float
+    # "performance": "auto" in the config: the slave starts at performance 1 and its
+    # observed performance (``rqcluster.adaptive``) sizes its shares once measured.
+    auto: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class Options:
     units_per_slave: int = 4       # granularity: units per slave of average performance
     max_attempts: int = 3          # a unit whose worker died this often fails its job
     memory_budget: int = 2048      # MiB of operands one unit may need (matmul tiles beyond)
+    adaptive: bool = False         # every slave's shares follow its observed performance
+    steal: bool = True             # idle slaves take queued units from slow ones
+    allow_join: bool = False       # slaves not in the config may join at run time
 
 
 # Largest job (inputs) accepted in one submission unless the config says otherwise.
@@ -311,11 +318,12 @@ def _slaves(raw: Any) -> tuple[Slave, ...]:
         if any(s.name == name for s in slaves):
             raise _fail(f"{where}.name", f"{name!r} is used by another slave; names must be "
                         "unique")
-        perf = _finite(doc["performance"])
+        auto = doc["performance"] == AUTO
+        perf = 1.0 if auto else _finite(doc["performance"])
         if perf is None or not perf > 0:
             raise _fail(f"{where}.performance",
                         f"must be a number > 0, got {_show(doc['performance'])}")
-        slaves.append(Slave(name, _ip(doc["ip"], f"{where}.ip"), perf))
+        slaves.append(Slave(name, _ip(doc["ip"], f"{where}.ip"), perf, auto))
     return tuple(slaves)
 
 
@@ -371,8 +379,15 @@ def _redis(raw: Any, base_dir: Path) -> RedisSettings:
 def _options(raw: Any) -> Options:
     spec = {"unit-timeout": (int, 1), "heartbeat-ttl": (float, 1), "result-ttl": (int, 1),
             "units-per-slave": (int, 1), "max-attempts": (int, 1), "memory-budget": (int, 1)}
-    doc = _mapping(raw, "options", required=set(), optional=set(spec) | {"$comment"})
+    flags = ("adaptive", "steal", "allow-join")
+    doc = _mapping(raw, "options", required=set(),
+                   optional=set(spec) | set(flags) | {"$comment"})
     values: dict[str, Any] = {}
+    for key in flags:
+        if key in doc:
+            if not isinstance(doc[key], bool):
+                raise _fail(f"options.{key}", f"must be true or false, got {_show(doc[key])}")
+            values[key.replace("-", "_")] = doc[key]
     for key, (kind, minimum) in spec.items():
         if key not in doc:
             continue

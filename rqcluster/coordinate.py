@@ -32,7 +32,7 @@ from typing import Any, cast
 
 import redis
 
-from rqcluster import codec, envelope, events, keys, liveness, rqjobs, seeding, store
+from rqcluster import codec, envelope, events, keys, liveness, membership, rqjobs, seeding, store
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.functions import pack_object, unpack_object
@@ -363,7 +363,7 @@ class Coordinator:
                 indexes = [int(i) for i in pipe.lrange(keys.ready(job_id), 0, -1)]
                 if not indexes:
                     return 0
-                shares = liveness.live_slaves(self.conn, self.config)
+                shares = membership.live_shares(self.conn, self.config)
                 if not shares:
                     pipe.unwatch()
                     self.conn.hset(keys.job(job_id), "waiting", NO_LIVE_SLAVE)
@@ -492,7 +492,7 @@ class Coordinator:
         self._announce_slaves()
 
     def _announce_slaves(self) -> None:
-        live = set(liveness.live_slaves(self.conn, self.config))
+        live = set(membership.live_shares(self.conn, self.config))  # (draining ones: left)
         with self.conn.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(keys.SCHEDULE_LIVE)

@@ -27,12 +27,13 @@ BAR_WIDTH = 10
 SPARKS = "▁▂▃▄▅▆▇█"
 
 SLAVE_STYLE = {"busy": "bold green", "idle": "cyan", "dead": "bold red",
-               "unknown": "yellow"}
+               "unknown": "yellow", "draining": "yellow", "drained": "dim"}
 JOB_STYLE = {"submitted": "dim", "running": "bold blue", "done": "green",
              "failed": "bold red", "cancelled": "yellow"}
 EVENT_STYLE = {"job-done": "green", "job-failed": "bold red", "job-cancelled": "yellow",
                "slave-joined": "cyan", "slave-left": "yellow", "slave-silent": "bold red",
                "unit-moved": "magenta", "unit-retried": "magenta",
+               "unit-stolen": "blue", "unit-drained": "yellow", "slave-draining": "yellow",
                "result-ignored": "yellow"}
 
 
@@ -144,7 +145,8 @@ def slave_table(snap: Snapshot, slaves: list[SlaveView], wide: bool) -> Table:
         row: list[RenderableType] = [cut(s.name, "bold" if s.alive else "")]
         if wide:
             row.append(s.ip or "?")
-        row += [performance(s), Text(s.state, style=SLAVE_STYLE.get(s.state, "")),
+        row += [performance(s), Text(s.state + (" joined" if s.joined else ""),
+                                     style=SLAVE_STYLE.get(s.state, "")),
                 seconds(s.beat_age) if s.beat_age is not None else "-",
                 unit_cell(s.running, wide), running_for(s.running),
                 str(s.units_done), f"{s.throughput:.2f}", sparkline(s.rate, peak),
@@ -229,7 +231,7 @@ def cut(text: str, style: str = "") -> Text:
 def performance(s: SlaveView) -> str:
     if s.performance is None:
         return "?"
-    cfg = f"{s.performance:g}"
+    cfg = "auto" if s.auto else f"{s.performance:g}"
     return f"{cfg}/{s.observed:.2g}" if s.observed is not None else cfg
 
 

@@ -36,8 +36,25 @@ SLAVES = f"{PREFIX}:slaves"
 COMBINER_STATS = f"{PREFIX}:stats:combiners"
 
 # Hash: "{slave}" -> units it completed (all jobs), "{slave}:busy" -> seconds spent in
-# units, "{slave}:lost" -> units taken off it because it died holding them.
+# units, "{slave}:lost" -> units taken off it because it died holding them,
+# "{slave}:stolen" / "{slave}:drained" -> queued units an idle slave took from it / moved
+# off it while it was draining (neither is a loss).
 SLAVE_STATS = f"{PREFIX}:stats:slaves"
+
+# Hash: slave name -> JSON {performance, jobs, job, at}: its observed performance (an
+# exponentially weighted mean over finished jobs, on the configured scale), written by
+# master-assign (``rqcluster.adaptive``).
+OBSERVED = f"{PREFIX}:observed"
+
+# Hash: slave name -> JSON {performance, host, at} of every slave that joined at run time
+# (not in the config; options.allow-join). Written by the joining slave's node, removed by
+# master-assign once the slave has been drained and has left.
+JOINED = f"{PREFIX}:joined"
+
+# Set of slave names being drained (`rqcluster drain`): no unit is placed on them, their
+# queued units are moved to others, and each stops once it holds nothing. A slave started
+# again leaves the set.
+DRAINING = f"{PREFIX}:draining"
 
 # Hash: "{job_id}:{unit}" -> JSON {worker, slave, at} of every unit a slave is running
 # now. Written when a unit starts, removed by its completion; an entry whose worker has

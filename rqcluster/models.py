@@ -58,6 +58,8 @@ class JobRecord:
     moved: int = 0  # units moved off a slave that lost them
     killed: int = 0  # units of a graph job killed by its scheduler (done without running)
     seed: int | None = None  # the job seed (``rqcluster.seeding``); None: recorded before seeds
+    stolen: int = 0  # queued units an idle slave took from a slower one
+    drained: int = 0  # queued units moved off a slave being drained
 
     @property
     def done_units(self) -> int:
@@ -113,6 +115,7 @@ class JobRecord:
                 retries=int(f.get("retries", 0)), lost=int(f.get("lost", 0)),
                 moved=int(f.get("moved", 0)), killed=int(f.get("killed", 0)),
                 seed=int(f["seed"]) if "seed" in f else None,
+                stolen=int(f.get("stolen", 0)), drained=int(f.get("drained", 0)),
                 remaining=None if remaining is None else int(remaining))
         except (KeyError, ValueError, TypeError) as e:
             raise DecodeError(f"corrupt job record: {type(e).__name__}: {e}") from e

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rqcluster import keys
+from rqcluster import keys, membership
 from rqcluster.assign import Assigner
 from rqcluster.broker import die_with_parent
 from rqcluster.config import ClusterConfig
@@ -101,11 +101,18 @@ def check_mode(config: ClusterConfig, mode: str, name: str) -> None:
                               f" (the {role} is {holder!r}); use --name {holder}")
 
 
-def run_node(config: ClusterConfig, mode: str, name: str) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the exit status."""
-    check_mode(config, mode, name)
+def run_node(config: ClusterConfig, mode: str, name: str,
+             performance: float | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit status. A slave not in the
+    config joins the cluster if the config allows it (``rqcluster.membership``)."""
+    joining = membership.check_join(config, mode, name, performance)
+    if not joining:
+        check_mode(config, mode, name)
     wait_for_broker(config.redis, on_wait=log.info)  # one clear error if it never comes
     if mode == "slave":
+        conn = connect(config.redis)
+        membership.announce(conn, name, performance, joining)
+        conn.close()
         return supervise_slave(config, name)
     loops: list[Callable[[threading.Event], None]] = []
     if mode in ("assign", "assign-reduce"):

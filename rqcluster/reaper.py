@@ -132,6 +132,7 @@ class Reaper:
         self._silent: set[str] = set()  # slaves already reported silent
         self._queues: dict[str, Queue] = {}
         self._next_prune = 0.0
+        self.avoid: set[str] = set()  # slaves being drained: never a target
 
     def sweep(self, now: float | None = None) -> int:
         """Find lost units and move them; returns how many moved. ``now`` (seconds)
@@ -164,7 +165,7 @@ class Reaper:
         if not lost:
             return 0
         shares = {s.name: s.performance for s in self.config.slaves
-                  if s.name in views and views[s.name].alive}
+                  if s.name in views and views[s.name].alive and s.name not in self.avoid}
         if not shares:
             return 0  # nowhere to go; the job waits for a slave (status says so)
         moved = self._move_all(lost, shares, {s: v.queued for s, v in views.items()})

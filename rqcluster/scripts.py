@@ -57,9 +57,10 @@ end
 
 
 # Slave: the completion step of one unit. The first completion of (job, unit) stores the
-# partial, decrements the job's remaining counter, counts it for the slave and announces
-# it; any later completion of the same unit changes nothing. Either way the unit is no
-# longer running nor held by the slave it was placed on.
+# partial, decrements the job's remaining counter, counts it for the slave (and its busy
+# seconds in the job record's "busy:{slave}", which observed performance is measured
+# from) and announces it; any later completion of the same unit changes nothing. Either
+# way the unit is no longer running nor held by the slave it was placed on.
 # A unit of a single-stage job is announced on the results stream, for master-combine.
 # The partial's bytes go to the job's partials hash, not into the stream entry: the
 # combiner reads them once, when it combines, instead of once per hop. A unit of a graph
@@ -89,6 +90,7 @@ local function complete_unit(K, A)
   local remaining = redis.call('HINCRBY', K[1], 'remaining', -1)
   redis.call('HINCRBY', K[3], A[3], 1)
   redis.call('HINCRBYFLOAT', K[1], 'busy', A[5])
+  redis.call('HINCRBYFLOAT', K[1], 'busy:' .. A[3], A[5])
   redis.call('HINCRBY', K[7], A[3], 1)
   redis.call('HINCRBYFLOAT', K[7], A[3] .. ':busy', A[5])
   local bucket = math.floor(tonumber(redis.call('TIME')[1]) / 5)
@@ -195,12 +197,17 @@ return killed
 # moves unless the job is running, the unit is not done and the source still holds it,
 # so two reapers, or a reaper racing the unit's completion, move it at most once. A unit
 # lost while running for the max-attempts'th time is not moved: its job must fail.
+# The stealer (``rqcluster.steal``) moves queued units with it too, naming a counter in
+# ARGV[8] ("stolen" or "drained"): such a move is no loss, so it is counted in the job's
+# and the source's own field of that name instead of "moved" / "{slave}:lost". A unit that
+# is running (RUNNING has an entry for it, and ARGV[7] is '') is never taken.
 # KEYS[1] = job hash   KEYS[2] = partials hash   KEYS[3] = units hash
 # KEYS[4] = attempts hash   KEYS[5] = running hash   KEYS[6] = source's held units
 # KEYS[7] = target's held units   KEYS[8] = slave stats hash
 # ARGV[1] = unit index   ARGV[2] = unit member   ARGV[3] = unit record naming the target
 # ARGV[4] = source slave   ARGV[5] = '1' if it was lost while running   ARGV[6] = max
 #   attempts   ARGV[7] = the worker that was running it ('' if none)
+# ARGV[8] = optional: the counter of a move that is not a loss ("stolen", "drained")
 # Returns {1, moves} if moved, {0} if there was nothing to move, {-1, lost-on JSON} if
 # the unit used up its attempts.
 MOVE_UNIT = """
@@ -227,8 +234,14 @@ end
 redis.call('SMOVE', KEYS[6], KEYS[7], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('HDEL', KEYS[5], ARGV[2])
-redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':lost', 1)
-redis.call('HINCRBY', KEYS[1], 'moved', 1)
+local counter = ARGV[8]
+if counter and counter ~= '' then
+  redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':' .. counter, 1)
+  redis.call('HINCRBY', KEYS[1], counter, 1)
+else
+  redis.call('HINCRBY', KEYS[8], ARGV[4] .. ':lost', 1)
+  redis.call('HINCRBY', KEYS[1], 'moved', 1)
+end
 return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 """
 

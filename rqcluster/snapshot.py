@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from rqcluster import keys
+from rqcluster.adaptive import decode_observed
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import DecodeError
 from rqcluster.events import Event
@@ -80,7 +81,8 @@ class SlaveView:
     """One slave: configured, alive or not, what it runs and how fast it works."""
 
     name: str
-    state: str                        # idle / busy / dead / unknown (not in the config)
+    # idle / busy / dead / unknown (not in the config) / draining / drained (stopped)
+    state: str
     ip: str | None = None
     performance: float | None = None  # configured
     observed: float | None = None     # measured, on the configured scale (see observe)
@@ -96,6 +98,9 @@ class SlaveView:
     throughput: float = 0.0           # units/s over the last minute
     queued: int = 0                   # RQ queue length
     held: int = 0                     # units placed on it and not completed
+    joined: bool = False              # joined at run time (not in the config)
+    auto: bool = False                # its config says "performance": "auto"
+    stolen: int = 0                   # queued units idle slaves took from it
 
     @property
     def configured(self) -> bool:
@@ -195,8 +200,9 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
     stats = _stats(first["stats"])
     job_ids = [text(j) for j, _ in first["jobs"] or []]
     configured = {s.name for s in config.slaves}
+    joined = first["joined"]
     extra = sorted((set(stats) | {r["slave"] for r in running.values()}
-                    | first["known_slaves"]) - configured)
+                    | first["known_slaves"] | set(joined)) - configured)
     workers = sorted({_worker_of(hb) for hb in first["slave_hb"] if hb} - {""}
                      | {r["worker"] for r in running.values()})
     second, trips = _read_second(conn, job_ids, workers, extra)
@@ -205,12 +211,16 @@ def take_snapshot(conn: redis.Redis, config: ClusterConfig, now: float | None = 
                      in zip(workers, second["workers"], strict=True)}
     runs = _unit_runs(running, worker_status, ttl)
     bucket = int(now) // RATE_BUCKET
-    slaves = [_slave_view(s.name, s.ip, s.performance, rec, runs, stats, now, bucket, ttl)
+    slaves = [replace(_slave_view(s.name, s.ip, s.performance, rec, runs, stats, now, bucket,
+                                  ttl), auto=s.auto)
               for s, rec in zip(config.slaves, first["slave_records"], strict=True)]
     for name, rec in zip(extra, second["extra_slaves"], strict=True):
-        view = _slave_view(name, None, None, rec, runs, stats, now, bucket, ttl)
-        if view.alive or view.running or view.queued or view.held:
+        view = _slave_view(name, None, joined.get(name), rec, runs, stats, now, bucket, ttl)
+        if name in joined:
+            slaves.append(replace(view, joined=True))
+        elif view.alive or view.running or view.queued or view.held:
             slaves.append(view)
+    slaves = [_membership(v, first["draining"], first["observed"]) for v in slaves]
     return Snapshot(
         now=now, broker=_broker(config.redis.url, first["info"]),
         roles=tuple(_role(role, configured_node, raw, pttl, ttl) for role, configured_node,
@@ -255,17 +265,22 @@ def _read_first(conn: redis.Redis, config: ClusterConfig, max_jobs: int,
     pipe.xinfo_consumers(keys.RESULTS_STREAM, keys.COMBINERS_GROUP)
     pipe.hgetall(keys.COMBINER_STATS)
     pipe.xrevrange(keys.EVENTS, count=max_events)
+    pipe.hgetall(keys.OBSERVED)
+    pipe.hgetall(keys.JOINED)
+    pipe.smembers(keys.DRAINING)
     for s in config.slaves:
         _slave_commands(pipe, s.name)
     # A missing stream or group is an error reply, not a failure of the snapshot.
     r = [None if isinstance(x, redis.ResponseError) else x
          for x in pipe.execute(raise_on_error=False)]
-    slave_raw = r[17:]
+    slave_raw = r[20:]
     return {
         "time": r[0], "info": r[1] or {}, "roles": [(r[2], r[3]), (r[4], r[5])],
         "stats": r[6] or {}, "running": r[7] or {}, "jobs": _newest(r[8], r[9], max_jobs),
         "known_slaves": {text(n) for n in r[10] or ()}, "submitted": r[11],
         "stream": (r[12], r[13], r[14], r[15]), "events": r[16] or [],
+        "observed": decode_observed(r[17]), "joined": _joined(r[18]),
+        "draining": {text(n) for n in r[19] or ()},
         "slave_records": _chunks(slave_raw, SLAVE_COMMANDS),
         "slave_hb": slave_raw[::SLAVE_COMMANDS],
     }
@@ -392,13 +407,36 @@ def _slave_view(name: str, ip: str | None, performance: float | None,
         beat_age=_age(pttl, ttl) if alive else None,
         host=(beat or {}).get("host"), pid=(beat or {}).get("pid"), running=mine,
         units_done=int(st.get("done", 0)), busy_seconds=st.get("busy", 0.0),
-        lost=int(st.get("lost", 0)), rate=series,
+        lost=int(st.get("lost", 0)), stolen=int(st.get("stolen", 0)), rate=series,
         throughput=sum(series) / window if window > 0 else 0.0,
         queued=_int(queued), held=_int(held))
 
 
+def _joined(raw: Any) -> dict[str, float]:
+    out = {}
+    for name, value in (raw or {}).items():
+        record = _json(value) or {}
+        try:
+            out[text(name)] = float(record["performance"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _membership(view: SlaveView, draining: set[str], observed: dict[str, float]
+                ) -> SlaveView:
+    """A slave being drained shows it (then "drained" once stopped); the observed
+    performance master-assign measured replaces ``observe``'s estimate once there is one."""
+    if view.name in draining:
+        view = replace(view, state="draining" if view.alive else "drained")
+    if view.name in observed:
+        view = replace(view, observed=round(observed[view.name], 2))
+    return view
+
+
 def observe(slaves: list[SlaveView]) -> list[SlaveView]:
-    """Give each measured slave an observed performance: its units per busy second,
+    """Give each measured slave an estimated observed performance (until master-assign has
+    measured it per job, ``rqcluster.adaptive``): its units per busy second,
     scaled so the measured configured slaves' mean matches their configured mean (so
     "performance 2, observed 1.4" reads on one scale). Needs two measured slaves."""
     measured = [s for s in slaves if s.performance is not None
@@ -410,7 +448,7 @@ def observe(slaves: list[SlaveView]) -> list[SlaveView]:
         / (sum(speeds) / len(speeds))
     out = []
     for s in slaves:
-        if s.units_done >= MEASURED_UNITS and s.busy_seconds > 0:
+        if s.units_done >= MEASURED_UNITS and s.busy_seconds > 0 and s.observed is None:
             s = replace(s, observed=round(s.units_done / s.busy_seconds * scale, 2))
         out.append(s)
     return out

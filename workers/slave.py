@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy  # noqa: F401 - imported once here, not once per unit
@@ -20,7 +22,7 @@ import redis
 from rq.command import parse_payload
 from rq.worker import SimpleWorker
 
-from rqcluster import events, execute, liveness
+from rqcluster import events, execute, keys, liveness, membership
 from rqcluster.config import load_config
 from rqcluster.connection import connect
 from rqcluster.errors import RQClusterError
@@ -29,6 +31,7 @@ from rqcluster.secret import cluster_key
 from rqcluster.signedrq import SignedSerializer, UnitJob
 
 log = logging.getLogger("rqcluster.slave")
+DRAIN_CHECK = 0.5  # seconds between two looks at whether a draining slave is done
 
 
 class SlaveWorker(SimpleWorker):
@@ -47,12 +50,12 @@ class SlaveWorker(SimpleWorker):
         except RQClusterError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
-        self.slave = self.cluster.slave(
-            self.cluster.this_node(os.environ.get("RQCLUSTER_NODE"))).name
+        self.slave = membership.worker_slave(self.cluster, os.environ.get("RQCLUSTER_NODE"))
         self.status = liveness.WorkerStatus(self.slave, self.name)
         execute.configure(self.cluster.options, self.status,
                           connect(self.cluster.redis, check=False, patient=True))
         self._stop_beating = threading.Event()
+        self._leaving = False
         execute.install_stop_handler()
 
     def handle_payload(self, message: Any) -> None:
@@ -86,13 +89,34 @@ class SlaveWorker(SimpleWorker):
                 pass
 
     def _beat(self) -> None:
-        """Refresh the heartbeats every third of their TTL, on a connection of its own."""
+        """Refresh the heartbeats every third of their TTL, on a connection of its own, and
+        look every DRAIN_CHECK seconds whether a drain of this slave is complete."""
         ttl = self.cluster.options.heartbeat_ttl
         conn = connect(self.cluster.redis, check=False)
+        next_beat = 0.0
         while not self._stop_beating.is_set():
             try:
-                if liveness.worker_beat(conn, self.status, ttl):
-                    events.emit(conn, events.SLAVE_JOINED, slave=self.slave, worker=self.name)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + ttl / 3
+                    if liveness.worker_beat(conn, self.status, ttl):
+                        events.emit(conn, events.SLAVE_JOINED, slave=self.slave,
+                                    worker=self.name)
+                if not self._leaving and self._drained(conn):
+                    self._leaving = True  # beats go on until the worker has stopped
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
-            self._stop_beating.wait(ttl / 3)
+            self._stop_beating.wait(min(ttl / 3, DRAIN_CHECK))
+
+    def _drained(self, conn: redis.Redis) -> bool:
+        """A slave being drained that holds nothing any more stops: a warm shutdown (RQ
+        finishes the RQ job in hand, whose units have all moved or finished), after
+        which its node exits 0 and does not restart it."""
+        pipe = conn.pipeline(transaction=False)
+        pipe.sismember(keys.DRAINING, self.slave)
+        pipe.scard(keys.slave_units(self.slave))
+        leaving, held = pipe.execute()
+        if not leaving or held:
+            return False
+        log.warning("slave %s drained: stopping", self.slave)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return True

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from rqcluster.errors import UnknownKindError
 from rqcluster.kinds.base import Function, Inputs, Items, Kind, Prepared, Program, Unit
+from rqcluster.kinds.calibrate import CalibrateKind
 from rqcluster.kinds.graph import GraphKind
 from rqcluster.kinds.map import MapKind
 from rqcluster.kinds.matmul import MatmulKind
 from rqcluster.kinds.montecarlo import MonteCarloKind
 
 KINDS: dict[str, Kind] = {k.name: k for k in (MatmulKind(), MonteCarloKind(), MapKind(),
-                                               GraphKind())}
+                                               GraphKind(), CalibrateKind())}
 
 
 def get_kind(name: str) -> Kind:

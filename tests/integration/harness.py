@@ -172,15 +172,16 @@ class NodeCluster:
         ACTIVE.append(self)
         self.broker.start()
 
-    def spawn(self, mode: str, name: str, key: str | None = None) -> subprocess.Popen[bytes]:
-        """Start ``rqcluster node --mode MODE --name NAME``; ``key`` names it in ``procs``
-        and its log (default: NAME) so one node name can run several processes."""
+    def spawn(self, mode: str, name: str, key: str | None = None,
+              extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start ``rqcluster node --mode MODE --name NAME [EXTRA...]``; ``key`` names it in
+        ``procs`` and its log (default: NAME) so one node name can run several processes."""
         key = key or name
         assert key not in self.procs or self.procs[key].poll() is not None, key
         with (self.logs / f"{key}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "rqcluster", "-c", str(self.config_path), "node",
-                 "--mode", mode, "--name", name],
+                 "--mode", mode, "--name", name, *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.node_cwd, env=clean_env(), start_new_session=True)
         self.procs[key] = proc

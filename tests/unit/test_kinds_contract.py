@@ -161,7 +161,17 @@ def _write_jsonl(tmp_path: Path) -> str:
     return str(path)
 
 
+def _check_calibrate(result: Any, params: dict[str, Any]) -> None:
+    # run_job runs every unit in this process: one entry per slave of the shares,
+    # named by the unit's own slave (no RQCLUSTER_NODE here), each a positive time.
+    assert isinstance(result, dict) and result
+    assert all(isinstance(t, float) and t > 0 for t in result.values())
+
+
 CASES = [
+    # calibrate ----------------------------------------------------------------------
+    pytest.param(Case("calibrate", lambda _: {"rounds": 1}, _check_calibrate),
+                 id="calibrate-one-unit-per-slave"),
     # matmul -------------------------------------------------------------------------
     pytest.param(Case("matmul",
                       lambda _: {"a": _rng(1).integers(-1000, 1000, (37, 23)),

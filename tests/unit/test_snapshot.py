@@ -177,7 +177,8 @@ def test_the_snapshot_costs_two_round_trips_whatever_is_queued(redis_conn: redis
         def execute(*a: Any, **k: Any) -> Any:
             trips.append(len(pipe.command_stack))
             commands.extend(str(c[0][0]) for c in pipe.command_stack
-                            if c[0][:2] != ("SMEMBERS", keys.SLAVES))  # (one per slave)
+                            if c[0][:2] not in (("SMEMBERS", keys.SLAVES),
+                                                ("SMEMBERS", keys.DRAINING)))  # (per slave)
             return real_execute(*a, **k)
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
@@ -230,3 +231,32 @@ def test_the_password_never_reaches_the_screen() -> None:
     assert public_url("redis://:s3cret@10.0.0.1:6379/0") == "redis://10.0.0.1:6379/0"
     assert public_url("rediss://bob:s3cret@h/1") == "rediss://bob@h/1"
     assert public_url("redis://127.0.0.1:6390/0") == "redis://127.0.0.1:6390/0"
+
+
+def test_joined_draining_and_drained_slaves_and_measured_performance_are_shown(
+        redis_conn: redis.Redis) -> None:
+    import io
+    import json as _json
+
+    from rich.console import Console
+
+    from rqcluster import membership
+    from rqcluster.dashboard import render
+    cfg = config("redis://127.0.0.1:1/0")
+    liveness.beat(redis_conn, "slave1", 10)
+    liveness.beat(redis_conn, "newbie", 10)
+    membership.announce(redis_conn, "newbie", 2.0, joining=True)
+    membership.drain(redis_conn, cfg, "slave1")
+    membership.drain(redis_conn, cfg, "slave2")  # not running: drained
+    redis_conn.hset(keys.OBSERVED, "slave1", _json.dumps({"performance": 0.25}))
+    snap = take_snapshot(redis_conn, cfg)
+    by = {s.name: s for s in snap.slaves}
+    assert (by["slave1"].state, by["slave1"].observed) == ("draining", 0.25)
+    assert by["slave2"].state == "drained"
+    assert (by["newbie"].state, by["newbie"].joined, by["newbie"].performance) == \
+        ("idle", True, 2.0)
+    console = Console(width=140, color_system=None, force_terminal=False, record=True,
+                      file=io.StringIO())
+    console.print(render(snap, width=140))
+    frame = console.export_text()
+    assert "idle joined" in frame and "draining" in frame and "drained" in frame
