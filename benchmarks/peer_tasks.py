@@ -16,6 +16,18 @@ def noop(i: int) -> None:
     return None
 
 
+def ident(i: int) -> int:
+    return i
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add_all(*values: int) -> int:
+    return sum(values)
+
+
 def square_plus_one(x: int) -> int:
     return x * x + 1
 

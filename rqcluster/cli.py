@@ -435,7 +435,7 @@ def _look_for_slaves(ctx: CliContext, wait_for_slaves: float) -> bool:
     if not wait_for_slaves:
         return False
     click.echo(f"no live slave yet; waiting up to {wait_for_slaves:g} s for one", err=True)
-    if liveness.wait_for_slaves(ctx.conn, ctx.config, wait_for_slaves):
+    if liveness.wait_for_slaves(ctx.conn, ctx.config, wait_for_slaves, find=live_shares):
         return True
     raise SlaveWaitTimeout(f"no slave became live within {wait_for_slaves:g} s; nothing was "
                            "submitted (start one: rqcluster node --mode slave --name NAME)")

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,11 +124,14 @@ def live_slaves(conn: redis.Redis, config: ClusterConfig) -> dict[str, float]:
 
 
 def wait_for_slaves(conn: redis.Redis, config: ClusterConfig, timeout: float,
-                    poll: float = 0.2) -> dict[str, float]:
-    """The live slaves, waiting up to ``timeout`` s for the first one; empty if none came."""
+                    poll: float = 0.2,
+                    find: Callable[[redis.Redis, ClusterConfig], dict[str, float]] = live_slaves
+                    ) -> dict[str, float]:
+    """The live slaves (as ``find`` sees them: default the configured ones), waiting up to
+    ``timeout`` s for the first one; empty if none came."""
     deadline = time.monotonic() + timeout
     while True:
-        live = live_slaves(conn, config)
+        live = find(conn, config)
         if live or time.monotonic() >= deadline:
             return live
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
