@@ -53,6 +53,9 @@ log = logging.getLogger("rqcluster.coordinate")
 BATCH = 32
 CLAIM_IDLE_TTLS = 2  # entries a dead coordinator read are taken over after 2 TTLs
 NO_LIVE_SLAVE = "no live slave: ready units wait for a slave to start"
+# A graph job's coordination hash outlives the job by at most this long if the job ends
+# between a coordinator's read and its write (renewed on every write; deleted at the end).
+STATE_TTL = 7 * 86400
 
 
 class HookFailed(RQClusterError):
@@ -143,11 +146,57 @@ class Coordinator:
     # -- the schedule stream ---------------------------------------------------------------
 
     def step(self, block_ms: int = 1000) -> int:
-        """Handle up to one batch of schedule entries; returns how many."""
+        """Handle up to one batch of schedule entries; returns how many. Completions of
+        jobs without a scheduler are acknowledged in one pipeline, and each job touched
+        gets its ready units placed (together, so they share RQ jobs) and its end checked
+        once per batch, not once per entry."""
         entries = self._claim_stale() + self._read(block_ms)
-        for entry_id, fields in entries:
-            self.handle(entry_id, {text(k): text(v) for k, v in fields.items()})
+        records: dict[str, JobRecord | None] = {}
+        plain: list[tuple[bytes | str, str]] = []
+        for entry_id, raw in entries:
+            fields = {text(k): text(v) for k, v in raw.items()}
+            if fields.get("event") != "unit-done" or "job" not in fields:
+                self.handle(entry_id, fields)
+                continue
+            job_id = fields["job"]
+            if job_id not in records:
+                records[job_id] = self._running(job_id)
+            record = records[job_id]
+            if record is None:
+                self._ack(self.conn, entry_id)
+            elif record.params.get("scheduler"):
+                try:
+                    self._apply_hook(record, entry_id, "unit_done", int(fields["unit"]),
+                                     done=True)
+                except ValueError:
+                    self.handle(entry_id, fields)  # malformed: logged and acknowledged
+            else:
+                plain.append((entry_id, job_id))
+        if plain:
+            pipe = self.conn.pipeline(transaction=False)
+            for handled_id, job_id in plain:
+                self._mark_handled(pipe, job_id, handled_id, done=True)
+            pipe.execute()
+        for job_id, record in records.items():
+            if record is not None:
+                self.place_ready(job_id)
+                self.finish_if_settled(job_id)
         return len(entries)
+
+    def _running(self, job_id: str) -> JobRecord | None:
+        try:
+            record = get_record(self.conn, job_id)
+        except RQClusterError:
+            return None
+        return record if record.state is JobState.RUNNING else None
+
+    def _mark_handled(self, pipe: Any, job_id: str, entry_id: bytes | str,
+                      done: bool) -> None:
+        """Queue ``HANDLED`` for an entry and a job: counted once, acknowledged if done."""
+        self._handled(keys=[keys.job(job_id), keys.scheduler_state(job_id),
+                            keys.SCHEDULE_STREAM],
+                      args=[keys.SCHEDULERS_GROUP, entry_id, int(done), int(done),
+                            STATE_TTL], client=pipe)
 
     def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         reply: Any = self.conn.xreadgroup(keys.SCHEDULERS_GROUP, self.consumer,
@@ -187,11 +236,8 @@ class Coordinator:
         pipe.xdel(keys.SCHEDULE_STREAM, entry_id)
 
     def _unit_done(self, entry_id: bytes | str, job_id: str, unit: int) -> None:
-        try:
-            record = get_record(self.conn, job_id)
-        except RQClusterError:
-            record = None
-        if record is None or record.state is not JobState.RUNNING:
+        record = self._running(job_id)
+        if record is None:
             self._ack(self.conn, entry_id)
             return
         self._apply_hook(record, entry_id, "unit_done", unit, done=True)
@@ -256,9 +302,7 @@ class Coordinator:
             pipe.multi()
             self._queue_effects(pipe, record, units, actions, scheduler)
             # a slave event is acknowledged once every job has seen it (``handle``)
-            self._handled(keys=[keys.job(job_id), state_key, keys.SCHEDULE_STREAM],
-                          args=[keys.SCHEDULERS_GROUP, entry_id, int(done), int(done)],
-                          client=pipe)
+            self._mark_handled(pipe, job_id, entry_id, done)
             pipe.execute()
         self._after_effects(record, actions)
 
@@ -333,6 +377,7 @@ class Coordinator:
             sealed = envelope.seal(cluster_key(self.config), _state_context(job_id),
                                    pack_object(scheduler, "scheduler state"), compress=True)
             pipe.hset(keys.scheduler_state(job_id), "state", sealed)
+            pipe.expire(keys.scheduler_state(job_id), STATE_TTL)
             self._schedulers[job_id] = (scheduler, hashlib.sha256(sealed).digest())
         if actions.finished:
             value = (self._sink_values(job_id, extra=units) if is_unset(actions.value)

@@ -132,8 +132,9 @@ return {complete_unit(ck, ca), start_unit(sk, sa)}
 # KEYS[1] = job hash   KEYS[2] = units hash   KEYS[3] = partials hash
 # KEYS[4] = deps hash   KEYS[5] = dependents hash   KEYS[6] = ready list
 # ARGV = index, unit record JSON, prerequisites JSON list, repeated per unit
-# Returns how many of the units are ready.
+# Returns how many of the units are ready (-1, adding nothing, if the job is not running).
 ADD_UNITS = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return -1 end
 local ready = 0
 for i = 1, #ARGV, 3 do
   local index = ARGV[i]
@@ -270,9 +271,12 @@ return 1
 # KEYS[1] = job hash   KEYS[2] = the job's coordination hash   KEYS[3] = schedule stream
 # ARGV[1] = consumer group   ARGV[2] = entry id   ARGV[3] = '1' if the entry announced a
 #   unit of this job (count it off ``pending``)   ARGV[4] = '1' to acknowledge the entry
+# ARGV[5] = seconds the coordination hash lives unless renewed (it is deleted when the
+#   job ends; this bounds one written just after)
 # Returns 1 the first time, 0 for an entry handled before.
 HANDLED = """
 local first = redis.call('HSETNX', KEYS[2], 'seen:' .. ARGV[2], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
 if first == 1 and ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'pending', -1) end
 if ARGV[4] == '1' then
   redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
