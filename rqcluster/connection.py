@@ -70,12 +70,17 @@ def _tls_kwargs(settings: RedisSettings) -> dict[str, str]:
     return tls
 
 
-def connect(settings: RedisSettings, check: bool = True, patient: bool = False) -> redis.Redis:
+def connect(settings: RedisSettings, check: bool = True, patient: bool = False,
+            name: str | None = None) -> redis.Redis:
     """A client for the cluster's Redis; with ``check``, PING first so an unreachable
     broker is one clear error (exit 2) instead of a traceback deep inside a command.
     A ``patient`` client retries each command for about a minute (a slave mid-unit would
-    rather wait for a restarting broker than lose the unit's work)."""
-    client = redis.Redis.from_url(settings.url, **connection_kwargs(settings, patient))
+    rather wait for a restarting broker than lose the unit's work). ``name`` is set as
+    each connection's client name (what `CLIENT LIST` shows, e.g. which loop it is)."""
+    kwargs = connection_kwargs(settings, patient)
+    if name is not None:
+        kwargs["client_name"] = name
+    client = redis.Redis.from_url(settings.url, **kwargs)
     if check:
         ping(client, settings)
     return client

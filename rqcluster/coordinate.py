@@ -133,8 +133,12 @@ class Coordinator:
                 self._queue_effects(pipe, record, units, actions, scheduler)
                 events.emit(pipe, events.JOB_PLACED, job=job_id, units=len(units))
                 pipe.execute()
-            except redis.WatchError:
-                return False
+            except redis.WatchError:  # its record changed meanwhile: read it again, decide
+                try:
+                    return self.start(get_record(self.conn, job_id), assigning)
+                except RQClusterError:
+                    self.conn.lrem(assigning, 0, job_id)
+                    return False
         log.info("job %s: %s started with %d unit(s)", job_id, record.description,
                  len(units))
         self._after_effects(record, actions)
@@ -184,11 +188,15 @@ class Coordinator:
         return len(entries)
 
     def _running(self, job_id: str) -> JobRecord | None:
+        """The job's record if it runs; None (and its cached scheduler dropped) if not."""
         try:
             record = get_record(self.conn, job_id)
         except RQClusterError:
+            record = None
+        if record is None or record.state is not JobState.RUNNING:
+            self._schedulers.pop(job_id, None)
             return None
-        return record if record.state is JobState.RUNNING else None
+        return record
 
     def _mark_handled(self, pipe: Any, job_id: str, entry_id: bytes | str,
                       done: bool) -> None:

@@ -116,11 +116,19 @@ def run_node(config: ClusterConfig, mode: str, name: str,
         return supervise_slave(config, name)
     loops: list[Callable[[threading.Event], None]] = []
     if mode in ("assign", "assign-reduce"):
-        loops.append(Assigner(connect(config.redis), config, name).run)
-        loops.append(Coordinator(connect(config.redis), config, name).run)
+        loops.append(Assigner(connect(config.redis, name=client_name("assign", name)),
+                              config, name).run)
+        loops.append(Coordinator(connect(config.redis, name=client_name("coordinate", name)),
+                                 config, name).run)
     if mode in ("reduce", "assign-reduce"):
-        loops.append(Reducer(connect(config.redis), config, name).run)
+        loops.append(Reducer(connect(config.redis, name=client_name("reduce", name)),
+                             config, name).run)
     return _run_loops(loops, f"{mode} node {name}")
+
+
+def client_name(loop: str, node: str) -> str:
+    """The Redis client name of a node's loop (no spaces allowed): ``rqcluster-reduce-N``."""
+    return f"rqcluster-{loop}-{node}".replace(" ", "_")
 
 
 def _run_loops(loops: list[Callable[[threading.Event], None]], what: str) -> int:

@@ -57,8 +57,11 @@ int main(void) {
 """
 
 
-def _jobs_in_redis(cluster: NodeCluster) -> int:
-    return sum(1 for _ in cluster.conn.scan_iter(match=f"{keys.PREFIX}:job:*", count=1000))
+def _jobs_in_redis(cluster: NodeCluster) -> set[str]:
+    """The ids of the jobs that have any key in Redis (earlier tests' jobs may lose keys
+    meanwhile, as they finish and are released; a new id means something was written)."""
+    return {k.decode().split("{", 1)[1].split("}", 1)[0]
+            for k in cluster.conn.scan_iter(match=f"{keys.PREFIX}:job:*", count=1000)}
 
 
 def test_a_shipped_awk_script_maps_npy_rows_with_each_unit_s_seed(cluster: NodeCluster,
@@ -154,4 +157,4 @@ def test_bad_exec_input_exits_2_and_writes_nothing(cluster: NodeCluster, tmp_pat
     done = cluster.cli("enqueue", "map", *args, cwd=tmp_path)
     assert done.returncode == 2, describe(done)
     assert fragment in done.stderr, describe(done)
-    assert _jobs_in_redis(cluster) == before
+    assert _jobs_in_redis(cluster) <= before

@@ -19,6 +19,7 @@ from rqcluster import keys
 from rqcluster.broker import free_port
 from rqcluster.kinds.montecarlo import estimate_locally
 from rqcluster.models import JobState
+from rqcluster.node import client_name
 from tests.helpers import wait_until
 from tests.integration.harness import (
     NodeCluster,
@@ -53,7 +54,8 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
 
         def both_reducers_reading() -> bool:
             c.check_alive()
-            readers = [cl for cl in c.conn.client_list() if cl.get("cmd") == "xreadgroup"]
+            readers = [cl for cl in c.conn.client_list() if cl.get("cmd") == "xreadgroup"
+                       and cl.get("name") == client_name("reduce", "combiner")]
             return len(readers) == len(COMBINERS)
 
         wait_until(both_reducers_reading, TIMEOUT,
