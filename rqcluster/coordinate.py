@@ -62,10 +62,6 @@ class HookFailed(RQClusterError):
     """Raised when a scheduler hook raises, or asks for something impossible."""
 
 
-class StaleState(Exception):
-    """The saved scheduler state changed under us (another coordinator): start over."""
-
-
 def ensure_group(conn: redis.Redis) -> None:
     try:
         conn.xgroup_create(keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP, id="0",
@@ -159,23 +155,12 @@ class Coordinator:
         plain: list[tuple[bytes | str, str]] = []
         for entry_id, raw in entries:
             fields = {text(k): text(v) for k, v in raw.items()}
-            if fields.get("event") != "unit-done" or "job" not in fields:
-                self.handle(entry_id, fields)
-                continue
-            job_id = fields["job"]
-            if job_id not in records:
-                records[job_id] = self._running(job_id)
-            record = records[job_id]
-            if record is None:
-                self._ack(self.conn, entry_id)
-            elif record.params.get("scheduler"):
-                try:
-                    self._apply_hook(record, entry_id, "unit_done", int(fields["unit"]),
-                                     done=True)
-                except ValueError:
-                    self.handle(entry_id, fields)  # malformed: logged and acknowledged
-            else:
-                plain.append((entry_id, job_id))
+            try:
+                self._sort(entry_id, fields, records, plain)
+            except redis.ConnectionError:
+                raise
+            except Exception:  # left pending: taken over and tried again later
+                log.exception("cannot handle schedule entry %s: %r", text(entry_id), fields)
         if plain:
             pipe = self.conn.pipeline(transaction=False)
             for handled_id, job_id in plain:
@@ -186,6 +171,27 @@ class Coordinator:
                 self.place_ready(job_id)
                 self.finish_if_settled(job_id)
         return len(entries)
+
+    def _sort(self, entry_id: bytes, fields: dict[str, str],
+              records: dict[str, JobRecord | None],
+              plain: list[tuple[bytes | str, str]]) -> None:
+        """Handle one entry of a batch, or (a completion of a job without a scheduler)
+        add it to ``plain``, to be acknowledged with the batch."""
+        if fields.get("event") != "unit-done" or "job" not in fields:
+            self.handle(entry_id, fields)
+            return
+        job_id = fields["job"]
+        if job_id not in records:
+            records[job_id] = self._running(job_id)
+        record = records[job_id]
+        if record is None:
+            self._ack(self.conn, entry_id)
+        elif not fields.get("unit", "").isdigit():
+            self.handle(entry_id, fields)  # malformed: logged and acknowledged
+        elif record.params.get("scheduler"):
+            self._apply_hook(record, entry_id, "unit_done", int(fields["unit"]), done=True)
+        else:
+            plain.append((entry_id, job_id))
 
     def _running(self, job_id: str) -> JobRecord | None:
         """The job's record if it runs; None (and its cached scheduler dropped) if not."""
@@ -271,9 +277,7 @@ class Coordinator:
             try:
                 self._apply_once(record, entry_id, hook, arg, done)
                 return
-            except StaleState:
-                self._schedulers.pop(record.id, None)
-            except redis.WatchError:
+            except redis.WatchError:  # another coordinator saved the state: start over
                 self._schedulers.pop(record.id, None)
 
     def _apply_once(self, record: JobRecord, entry_id: bytes | str, hook: str, arg: Any,
@@ -292,8 +296,8 @@ class Coordinator:
                     self._ack(self.conn, entry_id)
                 return
             if record.params.get("scheduler"):
-                scheduler = self._load(job_id, sealed)
                 try:
+                    scheduler = self._load(job_id, sealed)
                     if hook == "unit_done":
                         raw = cast(bytes, pipe.hget(keys.partials(job_id), str(arg)))
                         value = codec.decode(raw)
