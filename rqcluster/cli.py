@@ -609,7 +609,8 @@ def result(ctx: CliContext, job_id: str, output: Path | None, wait: bool,
 @click.argument("job_id", metavar="JOB")
 @pass_ctx
 def cancel(ctx: CliContext, job_id: str) -> None:
-    """Cancel a job: its queued units are skipped, its result is never stored."""
+    """Cancel a job: its queued units never run, its running ones are stopped (their
+    workers are told at once), its result is never stored."""
     if jobs.cancel(ctx.conn, job_id, ctx.config.options.result_ttl):
         click.echo(f"cancelled job {job_id}")
     else:
