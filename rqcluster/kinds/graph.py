@@ -115,13 +115,17 @@ class GraphKind(Kind):
         if text:
             return str(text)
         stages = params.get("stages") or []
-        what = f"graph of {params['units']:,} units in {len(stages)} stage" \
-               f"{'' if len(stages) == 1 else 's'}"
-        if stages:
-            what += f" ({', '.join(stages[:4])}{', ...' if len(stages) > 4 else ''})"
+        parts = []
+        if params["units"]:
+            what = f"{params['units']:,} unit{'' if params['units'] == 1 else 's'} in " \
+                   f"{len(stages)} stage" \
+                   f"{'' if len(stages) == 1 else 's'}"
+            if stages:
+                what += f" ({', '.join(stages[:4])}{', ...' if len(stages) > 4 else ''})"
+            parts.append(what)
         if params.get("scheduler"):
-            what += f", scheduler {params['scheduler']}"
-        return what
+            parts.append(f"steered by {params['scheduler']}")
+        return "graph " + ", ".join(parts)
 
 
 def _prepare_exec(task: str, number: int, inputs: dict[str, Any]) -> dict[str, Any]:
