@@ -15,7 +15,6 @@ import threading
 import time
 
 import redis
-from rq import Queue
 
 from rqcluster import adaptive, events, keys, liveness, membership, rqjobs
 from rqcluster.config import ClusterConfig
@@ -24,7 +23,6 @@ from rqcluster.errors import RQClusterError
 from rqcluster.jobs import end_job, get_record
 from rqcluster.kinds import get_kind
 from rqcluster.models import JobRecord, JobState, UnitRecord
-from rqcluster.placement import batches
 from rqcluster.reaper import Reaper
 from rqcluster.signedrq import sign_unit
 from rqcluster.steal import Stealer
@@ -41,14 +39,9 @@ class Assigner:
         self.conn = conn
         self.config = config
         self.node = node
-        self._queues: dict[str, Queue] = {}
+        self.queues = rqjobs.Queues(conn, config.options)
         self.starved = False  # the last job taken found no live slave and was put back
         self.coordinator = Coordinator(conn, config, node)
-
-    def queue(self, slave: str) -> Queue:
-        if slave not in self._queues:
-            self._queues[slave] = rqjobs.slave_queue(self.conn, slave)
-        return self._queues[slave]
 
     def recover(self) -> int:
         """Place the jobs this node had taken when it last stopped; returns how many."""
@@ -121,8 +114,7 @@ class Assigner:
         by_slave: dict[str, list[UnitRecord]] = {}
         for u in units:
             by_slave.setdefault(u.slave, []).append(u)
-        for slave in by_slave:
-            self.queue(slave).get_redis_server_version()  # cached; keeps reads out of MULTI
+        self.queues.prepare(by_slave)
         job_key = keys.job(record.id)
         with self.conn.pipeline(transaction=True) as pipe:
             try:
@@ -132,18 +124,7 @@ class Assigner:
                     self.conn.lrem(keys.assigning(self.node), 0, record.id)
                     return False
                 pipe.multi()
-                pipe.hset(keys.units(record.id),
-                          mapping={str(u.index): u.encode() for u in units})
-                for slave, mine in by_slave.items():
-                    pipe.sadd(keys.slave_units(slave),
-                              *(keys.unit_member(record.id, u.index) for u in mine))
-                    queue = self.queue(slave)
-                    queue.enqueue_many(
-                        [rqjobs.batch_job(queue, record.id, batch, self.config.options,
-                                          f"{record.kind} job {record.id} "
-                                          f"unit{'s' if len(batch) > 1 else ''} "
-                                          f"{_span(batch)}")
-                         for batch in batches([u.index for u in mine])], pipeline=pipe)
+                self.queues.place(pipe, record.id, by_slave, f"{record.kind} job {record.id}")
                 pipe.hset(job_key, mapping={"state": JobState.RUNNING.value,
                                             "total": len(units), "remaining": len(units),
                                             "retries": 0, "lost": 0, "moved": 0,
@@ -215,6 +196,3 @@ class Balancer:
         self._next_steal = now + STEAL_PERIOD
         return len(self.stealer.step())
 
-
-def _span(indexes: list[int]) -> str:
-    return str(indexes[0]) if len(indexes) == 1 else f"{indexes[0]}..{indexes[-1]}"

@@ -28,11 +28,23 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import redis
 
-from rqcluster import codec, envelope, events, keys, liveness, membership, rqjobs, seeding, store
+from rqcluster import (
+    codec,
+    envelope,
+    events,
+    groups,
+    keys,
+    liveness,
+    membership,
+    rqjobs,
+    seeding,
+    store,
+)
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.functions import pack_object, unpack_object
@@ -40,7 +52,6 @@ from rqcluster.jobdata import JobInputs
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kill import stop_job, stop_units
 from rqcluster.models import JobRecord, JobState, UnitRecord, text
-from rqcluster.placement import batches
 from rqcluster.reaper import pick_targets
 from rqcluster.reduce import consumer_name
 from rqcluster.scheduler import Actions, Scheduler, is_unset
@@ -63,12 +74,8 @@ class HookFailed(RQClusterError):
 
 
 def ensure_group(conn: redis.Redis) -> None:
-    try:
-        conn.xgroup_create(keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP, id="0",
-                           mkstream=True)
-    except redis.ResponseError as e:
-        if "BUSYGROUP" not in str(e):
-            raise
+    """Create the coordinators' group on the schedule stream unless it exists."""
+    groups.ensure_group(conn, keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP)
 
 
 class Coordinator:
@@ -83,9 +90,10 @@ class Coordinator:
         self._finish = conn.register_script(FINISH_GRAPH)
         self._handled = conn.register_script(HANDLED)
         self._schedulers: dict[str, tuple[Scheduler, bytes]] = {}  # job -> (obj, digest)
-        self._queues: dict[str, Any] = {}
-        self._last_claim = 0.0
-        self.claim_idle_ms = CLAIM_IDLE_TTLS * liveness.ttl_ms(config.options.heartbeat_ttl)
+        self.queues = rqjobs.Queues(conn, config.options)
+        self.reader = groups.GroupReader(
+            conn, keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP, self.consumer,
+            CLAIM_IDLE_TTLS * liveness.ttl_ms(config.options.heartbeat_ttl), BATCH)
 
     # -- starting a job ------------------------------------------------------------------
 
@@ -150,7 +158,7 @@ class Coordinator:
         jobs without a scheduler are acknowledged in one pipeline, and each job touched
         gets its ready units placed (together, so they share RQ jobs) and its end checked
         once per batch, not once per entry."""
-        entries = self._claim_stale() + self._read(block_ms)
+        entries = self.reader.take(block_ms)
         records: dict[str, JobRecord | None] = {}
         plain: list[tuple[bytes | str, str]] = []
         for entry_id, raw in entries:
@@ -211,25 +219,6 @@ class Coordinator:
                             keys.SCHEDULE_STREAM],
                       args=[keys.SCHEDULERS_GROUP, entry_id, int(done), int(done),
                             STATE_TTL], client=pipe)
-
-    def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply: Any = self.conn.xreadgroup(keys.SCHEDULERS_GROUP, self.consumer,
-                                     {keys.SCHEDULE_STREAM: ">"}, count=BATCH,
-                                     block=block_ms)
-        return [(eid, fields) for _, items in reply or [] for eid, fields in items]
-
-    def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        now = time.monotonic()
-        if now - self._last_claim < self.claim_idle_ms / 3000:
-            return []
-        self._last_claim = now
-        reply = self.conn.xautoclaim(keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP,
-                                     self.consumer, self.claim_idle_ms, start_id="0",
-                                     count=BATCH)
-        gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
-        if gone:
-            self.conn.xack(keys.SCHEDULE_STREAM, keys.SCHEDULERS_GROUP, *gone)
-        return [(eid, fields) for eid, fields in reply[1] if fields]
 
     def handle(self, entry_id: bytes | str, fields: Mapping[str, str]) -> None:
         """Handle one schedule entry (a unit done, or a slave joined or died)."""
@@ -426,43 +415,27 @@ class Coordinator:
                     self.conn.hset(keys.job(job_id), "waiting", NO_LIVE_SLAVE)
                     return 0
                 names = sorted(shares)
-                queued = dict(zip(names, [self.conn.llen(keys.rq_queue_key(s))
-                                          for s in names], strict=True))
-                raws = self.conn.hmget(keys.units(job_id), [str(i) for i in indexes])
-                targets = pick_targets(len(indexes), shares, queued)
+                reads = self.conn.pipeline(transaction=False)
+                for name in names:
+                    reads.llen(keys.rq_queue_key(name))
+                reads.hmget(keys.units(job_id), [str(i) for i in indexes])
+                *lengths, raws = reads.execute()
+                targets = pick_targets(len(indexes), shares,
+                                       dict(zip(names, lengths, strict=True)))
                 by_slave: dict[str, list[UnitRecord]] = {}
                 for raw, target in zip(raws, targets, strict=True):
-                    if raw is not None:
-                        unit = UnitRecord.decode(raw)
+                    if raw is not None:  # (the job was released meanwhile)
                         by_slave.setdefault(target, []).append(
-                            UnitRecord(unit.index, target, unit.spec, unit.stage, unit.attempts,
-                                       unit.meta, unit.sig))
-                for slave in by_slave:
-                    self._queue(slave).get_redis_server_version()  # keep reads out of MULTI
+                            replace(UnitRecord.decode(raw), slave=target))
+                self.queues.prepare(by_slave)
                 pipe.multi()
-                for slave, mine in by_slave.items():
-                    pipe.hset(keys.units(job_id),
-                              mapping={str(u.index): u.encode() for u in mine})
-                    pipe.sadd(keys.slave_units(slave),
-                              *(keys.unit_member(job_id, u.index) for u in mine))
-                    queue = self._queue(slave)
-                    queue.enqueue_many(
-                        [rqjobs.batch_job(queue, job_id, batch, self.config.options,
-                                          f"graph job {job_id} unit"
-                                          f"{'s' if len(batch) > 1 else ''} {batch[0]}"
-                                          + (f"..{batch[-1]}" if len(batch) > 1 else ""))
-                         for batch in batches([u.index for u in mine])], pipeline=pipe)
+                self.queues.place(pipe, job_id, by_slave, f"graph job {job_id}")
                 pipe.delete(keys.ready(job_id))
                 pipe.hdel(keys.job(job_id), "waiting")
                 pipe.execute()
             except redis.WatchError:
                 return self.place_ready(job_id)
         return len(indexes)
-
-    def _queue(self, slave: str) -> Any:
-        if slave not in self._queues:
-            self._queues[slave] = rqjobs.slave_queue(self.conn, slave)
-        return self._queues[slave]
 
     # -- finishing -------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from rq import Queue
 
 from rqcluster import events, keys, rqjobs
 from rqcluster.config import ClusterConfig
@@ -130,7 +129,7 @@ class Reaper:
         self._mismatched = Suspects()
         self._undelivered = Suspects()
         self._silent: set[str] = set()  # slaves already reported silent
-        self._queues: dict[str, Queue] = {}
+        self.queues = rqjobs.Queues(conn, config.options)
         self._next_prune = 0.0
         self.avoid: set[str] = set()  # slaves being drained: never a target
 
@@ -255,7 +254,7 @@ class Reaper:
         if answer[0] != 1:
             return 0
         moves = int(answer[1])
-        self._enqueue(job_id, x.index, target, moves)
+        self.queues.requeue(target, job_id, x.index, "moved", moves)
         log.info("unit %d of job %s moved from %s to %s (%s)", x.index, job_id, x.slave,
                  target, x.reason)
         events.emit(self.conn, events.UNIT_MOVED, job=job_id, unit=x.index, slave=x.slave,
@@ -271,13 +270,6 @@ class Reaper:
                    {"unit": x.index, "slave": x.slave, "slaves": lost_on, "message": message},
                    self.config.options.result_ttl):
             log.error("job %s failed: %s", x.job_id, message)
-
-    def _enqueue(self, job_id: str, index: int, slave: str, moves: int) -> None:
-        if slave not in self._queues:
-            self._queues[slave] = rqjobs.slave_queue(self.conn, slave)
-        queue = self._queues[slave]
-        queue.enqueue_many([rqjobs.unit_job(queue, job_id, index, self.config.options,
-                                            f"job {job_id} unit {index} (moved)", moves)])
 
     def _forget_queue(self, slave: str) -> None:
         """Drop a silent slave's RQ queue once everything it held has moved: the RQ jobs

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from rqcluster import codec, events, jobdata, keys, liveness, store
+from rqcluster import codec, events, groups, jobdata, keys, liveness, store
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import end_job, get_record, release
 from rqcluster.kinds import Kind, get_kind
@@ -47,13 +47,8 @@ def consumer_name(node: str) -> str:
 
 
 def ensure_group(conn: redis.Redis) -> None:
-    """Create the combiners' group (and the stream) unless they exist; from the start of
-    the stream, so entries written before any combiner started are not skipped."""
-    try:
-        conn.xgroup_create(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, id="0", mkstream=True)
-    except redis.ResponseError as e:
-        if "BUSYGROUP" not in str(e):
-            raise
+    """Create the combiners' group on the results stream unless it exists."""
+    groups.ensure_group(conn, keys.RESULTS_STREAM, keys.COMBINERS_GROUP)
 
 
 class Reducer:
@@ -64,39 +59,19 @@ class Reducer:
         self.config = config
         self.node = node
         self.consumer = consumer_name(node)
-        self.batch = BATCH
         self._fold_entry = conn.register_script(FOLD_ENTRY)
-        self._last_claim = 0.0
         ttl_ms = liveness.ttl_ms(config.options.heartbeat_ttl)
-        self.claim_idle_ms = CLAIM_IDLE_TTLS * ttl_ms
+        self.reader = groups.GroupReader(conn, keys.RESULTS_STREAM, keys.COMBINERS_GROUP,
+                                         self.consumer, CLAIM_IDLE_TTLS * ttl_ms, BATCH)
         self.lease_ms = COMBINE_LEASE_TTLS * ttl_ms
 
     def step(self, block_ms: int = 1000) -> int:
         """Handle up to one batch of stream entries; returns how many were handled."""
-        entries = self._claim_stale() + self._read(block_ms)
+        entries = self.reader.take(block_ms)
         ready = self._fold(entries)
         for job_id in ready | self._leftover_ready():
             self.combine(job_id)
         return len(entries)
-
-    def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        reply = self.conn.xreadgroup(keys.COMBINERS_GROUP, self.consumer,
-                                     {keys.RESULTS_STREAM: ">"}, count=self.batch,
-                                     block=block_ms)
-        return [(eid, fields) for _, items in reply or [] for eid, fields in items]
-
-    def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Take over entries another combiner read but never acknowledged (it died)."""
-        now = time.monotonic()
-        if now - self._last_claim < self.claim_idle_ms / 3000:
-            return []
-        self._last_claim = now
-        reply = self.conn.xautoclaim(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, self.consumer,
-                                     self.claim_idle_ms, start_id="0", count=self.batch)
-        gone = [eid for eid, fields in reply[1] if eid is not None and not fields]
-        if gone:  # deleted while pending (Redis 6.2 keeps such ids in the PEL)
-            self.conn.xack(keys.RESULTS_STREAM, keys.COMBINERS_GROUP, *gone)
-        return [(eid, fields) for eid, fields in reply[1] if fields]
 
     def _fold(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> set[str]:
         """Fold a batch of entries in one pipelined round trip; returns the jobs that

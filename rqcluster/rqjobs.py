@@ -1,11 +1,13 @@
 """How a unit travels as an RQ job: the queue of a slave and the job placed on it.
 
-One place for both placement (master-assign) and moves (the reaper), so every RQ job
-rqcluster writes has the same function, serializer, timeouts and deterministic id.
+One place for placement (master-assign, its coordinator) and moves (the reaper, the
+stealer), so every RQ job rqcluster writes has the same function, serializer, timeouts
+and deterministic id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -13,9 +15,11 @@ from rq import Queue
 
 from rqcluster import keys
 from rqcluster.config import Options
+from rqcluster.models import UnitRecord
+from rqcluster.placement import batches
 from rqcluster.signedrq import RUN_UNIT, RUN_UNITS, unit_queue
 
-__all__ = ["RUN_UNIT", "RUN_UNITS", "batch_job", "slave_queue", "unit_job"]
+__all__ = ["RUN_UNIT", "RUN_UNITS", "Queues", "batch_job", "slave_queue", "unit_job"]
 
 
 def slave_queue(conn: redis.Redis, slave: str) -> Queue:
@@ -47,3 +51,50 @@ def batch_job(queue: Queue, job_id: str, indexes: list[int], options: Options,
                               job_id=f"{keys.rq_job_id(job_id, indexes[0])}b",
                               timeout=options.unit_timeout * len(indexes), result_ttl=0,
                               failure_ttl=86400, description=description)
+
+
+class Queues:
+    """The slaves' RQ queues on one connection, each made once: RQ reads the server's
+    version once per queue object, a read that must not happen inside a MULTI."""
+
+    def __init__(self, conn: redis.Redis, options: Options) -> None:
+        self.conn = conn
+        self.options = options
+        self._made: dict[str, Queue] = {}
+
+    def __call__(self, slave: str) -> Queue:
+        if slave not in self._made:
+            queue = self._made[slave] = slave_queue(self.conn, slave)
+            queue.get_redis_server_version()
+        return self._made[slave]
+
+    def place(self, pipe: Any, job_id: str, by_slave: Mapping[str, Sequence[UnitRecord]],
+              label: str) -> None:
+        """Queue on ``pipe`` (in MULTI; call ``prepare`` before it) the placement of units
+        on slaves: their records naming the slave, each slave's held set, and RQ jobs
+        carrying them in batches. ``label`` starts each RQ job's description."""
+        for slave, mine in by_slave.items():
+            pipe.hset(keys.units(job_id), mapping={str(u.index): u.encode() for u in mine})
+            pipe.sadd(keys.slave_units(slave),
+                      *(keys.unit_member(job_id, u.index) for u in mine))
+            queue = self(slave)
+            queue.enqueue_many(
+                [batch_job(queue, job_id, batch, self.options,
+                           f"{label} unit{'s' if len(batch) > 1 else ''} {_span(batch)}")
+                 for batch in batches([u.index for u in mine])], pipeline=pipe)
+
+    def prepare(self, slaves: Iterable[str]) -> None:
+        """Make the queues of these slaves now (outside the MULTI that uses them)."""
+        for slave in slaves:
+            self(slave)
+
+    def requeue(self, slave: str, job_id: str, index: int, why: str, moves: int) -> None:
+        """Enqueue a unit that moved to ``slave`` (lost, stolen, drained) alone, under its
+        ``moves``-th id."""
+        queue = self(slave)
+        queue.enqueue_many([unit_job(queue, job_id, index, self.options,
+                                     f"job {job_id} unit {index} ({why})", moves)])
+
+
+def _span(indexes: list[int]) -> str:
+    return str(indexes[0]) if len(indexes) == 1 else f"{indexes[0]}..{indexes[-1]}"

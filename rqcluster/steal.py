@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 
 import redis
 from redis.commands.core import Script
-from rq import Queue
 
 from rqcluster import adaptive, events, keys, membership, rqjobs
 from rqcluster.config import ClusterConfig
@@ -148,7 +147,7 @@ class Stealer:
         self.conn = conn
         self.config = config
         self._move: Script = conn.register_script(MOVE_UNIT)
-        self._queues: dict[str, Queue] = {}
+        self.queues = rqjobs.Queues(conn, config.options)
 
     def step(self) -> list[Move]:
         """Read the slaves, plan steals and drains, move; returns the moves made."""
@@ -245,12 +244,7 @@ class Stealer:
                   m.source, "0", self.config.options.max_attempts, "", m.why])
         if answer[0] != 1:
             return False  # started, done or moved meanwhile: nothing to do
-        queue = self._queues.get(m.target)
-        if queue is None:
-            queue = self._queues[m.target] = rqjobs.slave_queue(self.conn, m.target)
-        queue.enqueue_many([rqjobs.unit_job(queue, job_id, int(index), self.config.options,
-                                            f"job {job_id} unit {index} ({m.why})",
-                                            int(answer[1]))])
+        self.queues.requeue(m.target, job_id, int(index), m.why, int(answer[1]))
         log.info("unit %s of job %s %s: %s -> %s", index, job_id, m.why, m.source, m.target)
         events.emit(self.conn, UNIT_STOLEN if m.why == "stolen" else UNIT_DRAINED,
                     job=job_id, unit=index, slave=m.source, to=m.target)

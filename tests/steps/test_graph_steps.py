@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from rqcluster import codec, enqueue, keys, liveness
+from rqcluster import codec, enqueue, keys
 from rqcluster.assign import Assigner
 from rqcluster.config import ClusterConfig
 from rqcluster.coordinate import Coordinator, ensure_group
@@ -18,15 +18,13 @@ from rqcluster.jobs import get_record, get_result
 from rqcluster.models import JobState, UnitRecord
 from rqcluster.scheduler import Scheduler
 from rqcluster.scripts import COMPLETE_UNIT
-from tests.steps.test_pipeline_steps import make_config
+from tests.steps.test_pipeline_steps import live_config
 
 
 @pytest.fixture
 def config(redis_server, redis_conn: redis.Redis) -> ClusterConfig:
-    cfg = make_config(redis_server.url, {"s1": 1, "s2": 1})
-    for s in cfg.slaves:
-        liveness.beat(redis_conn, s.name, 60)
-    ensure_group(redis_conn)
+    cfg = live_config(redis_server, redis_conn, {"s1": 1, "s2": 1})
+    ensure_group(redis_conn)  # the coordinators' group
     return cfg
 
 
@@ -148,7 +146,7 @@ def test_a_hook_is_applied_once_when_its_event_is_handled_again(redis_conn, conf
     job_id, coordinator = start(redis_conn, config, graph=g, scheduler=_named(Countdown, name))
     slave = placed(redis_conn, job_id)[0].slave
     execute_unit(redis_conn, job_id, 0, slave)
-    entries = coordinator._read(10)
+    entries = coordinator.reader.read(10)
     entry_id, fields = entries[0]
     decoded = {k.decode(): v.decode() for k, v in fields.items()}
     coordinator.handle(entry_id, decoded)
@@ -194,6 +192,7 @@ def test_a_failing_hook_fails_the_job_with_its_traceback(redis_conn, config):
 
 
 def test_bad_graphs_are_refused_before_anything_is_written(redis_conn, config):
+    before = set(redis_conn.keys())
     g = Graph()
     g.stage("a", square, count=2)
     with pytest.raises(InputError, match="not an earlier stage"):
@@ -202,8 +201,7 @@ def test_bad_graphs_are_refused_before_anything_is_written(redis_conn, config):
         g.stage("c", add, count=3, after=["a[i]"])
     with pytest.raises(InputError, match="no units and no scheduler"):
         enqueue.validate("graph", config, graph=Graph())
-    assert redis_conn.dbsize() == len(redis_conn.keys("rqc:slave:*")) + \
-        len(redis_conn.keys("rqc:schedule*")) + len(redis_conn.keys("rqc:slaves"))
+    assert set(redis_conn.keys()) == before
 
 
 class Watcher(Scheduler):

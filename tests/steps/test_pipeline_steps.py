@@ -37,13 +37,19 @@ def make_config(url: str, performances: dict[str, float]) -> ClusterConfig:
     })
 
 
+def live_config(redis_server, conn: redis.Redis,
+                performances: dict[str, float]) -> ClusterConfig:
+    """A config of these slaves, every one with a heartbeat, and the combiners' group."""
+    cfg = make_config(redis_server.url, performances)
+    for s in cfg.slaves:
+        liveness.beat(conn, s.name, 60)
+    ensure_group(conn)
+    return cfg
+
+
 @pytest.fixture
 def config(redis_server, redis_conn: redis.Redis) -> ClusterConfig:
-    cfg = make_config(redis_server.url, {"s1": 1, "s2": 3})
-    for s in cfg.slaves:
-        liveness.beat(redis_conn, s.name, 60)
-    ensure_group(redis_conn)
-    return cfg
+    return live_config(redis_server, redis_conn, {"s1": 1, "s2": 3})
 
 
 def units_of(conn: redis.Redis, job_id: str) -> list[UnitRecord]:
@@ -162,7 +168,7 @@ def test_two_combiners_share_the_stream_without_double_counting(redis_conn, conf
     run_all(redis_conn, job_id)
     one, two = Reducer(redis_conn, config, "r1"), Reducer(redis_conn, config, "r2")
     one.consumer, two.consumer = "r1", "r2"
-    one.batch = two.batch = 3
+    one.reader.count = two.reader.count = 3
     while one.step(block_ms=10) + two.step(block_ms=10):
         pass
     stats = {k.decode(): int(v) for k, v in redis_conn.hgetall(keys.COMBINER_STATS).items()}

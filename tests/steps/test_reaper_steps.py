@@ -19,17 +19,12 @@ from rqcluster.config import ClusterConfig
 from rqcluster.jobs import get_record, get_result
 from rqcluster.models import JobState
 from rqcluster.reaper import Lost, Reaper, Suspects, pick_targets, running_lost
-from rqcluster.reduce import ensure_group
-from tests.steps.test_pipeline_steps import drain, make_config, units_of
+from tests.steps.test_pipeline_steps import drain, live_config, units_of
 
 
 @pytest.fixture
 def config(redis_server, redis_conn: redis.Redis) -> ClusterConfig:
-    cfg = make_config(redis_server.url, {"s1": 1, "s2": 1, "s3": 2})
-    for s in cfg.slaves:
-        liveness.beat(redis_conn, s.name, 60)
-    ensure_group(redis_conn)
-    return cfg
+    return live_config(redis_server, redis_conn, {"s1": 1, "s2": 1, "s3": 2})
 
 
 def placed_matmul(conn: redis.Redis, config: ClusterConfig) -> tuple[str, np.ndarray]:

@@ -20,18 +20,13 @@ from rqcluster.assign import Assigner
 from rqcluster.config import ClusterConfig
 from rqcluster.jobs import get_record, get_result
 from rqcluster.steal import Stealer
-from tests.steps.test_pipeline_steps import drain, make_config, units_of
+from tests.steps.test_pipeline_steps import drain, live_config, units_of
 from tests.steps.test_reaper_steps import start_without_finishing
 
 
 @pytest.fixture
 def config(redis_server, redis_conn: redis.Redis) -> ClusterConfig:
-    from rqcluster.reduce import ensure_group
-    cfg = make_config(redis_server.url, {"s1": 1, "s2": 1, "s3": 1})
-    for s in cfg.slaves:
-        liveness.beat(redis_conn, s.name, 60)
-    ensure_group(redis_conn)
-    return cfg
+    return live_config(redis_server, redis_conn, {"s1": 1, "s2": 1, "s3": 1})
 
 
 def placed(conn: redis.Redis, config: ClusterConfig, rows: int = 48) -> tuple[str, np.ndarray]:
