@@ -48,9 +48,10 @@ from rqcluster import (
 from rqcluster.config import ClusterConfig
 from rqcluster.errors import RQClusterError
 from rqcluster.functions import pack_object, unpack_object
+from rqcluster.graph import sinks
 from rqcluster.jobdata import JobInputs
-from rqcluster.jobs import end_job, get_record, release
-from rqcluster.kill import stop_job, stop_units
+from rqcluster.jobs import drop_units, end_job, get_record, release
+from rqcluster.kill import stop_units
 from rqcluster.models import JobRecord, JobState, UnitRecord, text
 from rqcluster.reaper import pick_targets
 from rqcluster.reduce import consumer_name
@@ -469,7 +470,6 @@ class Coordinator:
     def _sink_values(self, job_id: str,
                      extra: list[tuple[UnitRecord, list[int]]] | None = None) -> Any:
         """The results of the units no unit takes as input (killed units left out)."""
-        from rqcluster.graph import sinks
         afters = {int(i): UnitRecord.decode(raw).spec.get("after", [])
                   for i, raw in self.conn.hgetall(keys.units(job_id)).items()}
         for unit, after in extra or []:
@@ -487,13 +487,7 @@ class Coordinator:
         """A job this coordinator just finished: stop what still runs, free its inputs."""
         if self.conn.hget(keys.job(job_id), "state") != JobState.DONE.value.encode():
             return
-        stop_job(self.conn, job_id)
-        pipe = self.conn.pipeline(transaction=False)
-        for raw in self.conn.hvals(keys.units(job_id)):
-            unit = UnitRecord.decode(raw)
-            if unit.slave:
-                pipe.srem(keys.slave_units(unit.slave), keys.unit_member(job_id, unit.index))
-        pipe.execute()
+        drop_units(self.conn, job_id)
         release(self.conn, job_id, self.config.options.result_ttl)
         self._schedulers.pop(job_id, None)
         events.emit(self.conn, events.JOB_DONE, job=job_id)

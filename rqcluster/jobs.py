@@ -220,12 +220,10 @@ def _stacked_blocks(conn: redis.Redis, job_id: str, groups: list[list[int]],
 def end_job(conn: redis.Redis, job_id: str, state: JobState,
             error: dict[str, Any] | None = None, ttl: int = 86400) -> bool:
     """Move an unfinished job to failed/cancelled; True if this call ended it."""
-    ended = conn.eval(END_JOB, 3, keys.job(job_id), keys.ended(job_id), keys.UNFINISHED,
-                      state.value, json.dumps(error) if error else "", job_id)
+    ended = conn.eval(END_JOB, 4, keys.job(job_id), keys.ended(job_id), keys.UNFINISHED,
+                      keys.GRAPHS, state.value, json.dumps(error) if error else "", job_id)
     if ended:
-        stop_job(conn, job_id)  # (before _unhold forgets who runs what)
-        _unhold(conn, job_id)
-        conn.srem(keys.GRAPHS, job_id)
+        drop_units(conn, job_id)
         release(conn, job_id, ttl)
         events.emit(conn, events.JOB_FAILED if state is JobState.FAILED
                     else events.JOB_CANCELLED, job=job_id,
@@ -233,9 +231,10 @@ def end_job(conn: redis.Redis, job_id: str, state: JobState,
     return bool(ended)
 
 
-def _unhold(conn: redis.Redis, job_id: str) -> None:
-    """Take an ended job's unfinished units off the slaves holding them (their queued RQ
-    jobs are skipped when they come up)."""
+def drop_units(conn: redis.Redis, job_id: str) -> None:
+    """An ended job's units: stop the running ones (their workers are told at once) and
+    take every one off the slave holding it (queued RQ jobs are skipped when they come up)."""
+    stop_job(conn, job_id)  # (first: it finds the workers through the running entries)
     pipe = conn.pipeline(transaction=False)
     for index, raw in conn.hgetall(keys.units(job_id)).items():
         member = keys.unit_member(job_id, int(index))

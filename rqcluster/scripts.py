@@ -249,7 +249,7 @@ return {1, redis.call('HINCRBY', KEYS[4], ARGV[1] .. ':moves', 1)}
 # Any node: move a job that is not finished yet to a terminal state (failed/cancelled),
 # with the error that explains it. Only the first terminal transition wins.
 # KEYS[1] = job hash   KEYS[2] = the job's ended list (wakes waiting clients)
-# KEYS[3] = the unfinished jobs index
+# KEYS[3] = the unfinished jobs index   KEYS[4] = the running graph jobs set
 # ARGV[1] = new state   ARGV[2] = error JSON ('' for none)   ARGV[3] = job id
 # Returns 1 if this call ended the job, 0 if it had already ended.
 END_JOB = """
@@ -261,6 +261,7 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
 redis.call('HDEL', KEYS[1], 'waiting')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('SREM', KEYS[4], ARGV[3])
 return 1
 """
 
